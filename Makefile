@@ -1,0 +1,35 @@
+# Every target creates (or refreshes) the virtualenv at .venv/ when it is missing or older than pyproject.toml.
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+RUN_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_AUTH_MODE=disabled TOKENIZERS_PARALLELISM=false
+PYTEST_ARGS ?=
+
+.PHONY: demo serve test proto bench lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(RUN_ENV) $(VENV)/bin/triptych demo
+
+serve: $(STAMP)
+	$(RUN_ENV) $(VENV)/bin/triptych serve
+
+test: $(STAMP)
+	$(RUN_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+proto: $(STAMP)
+	$(PY) -m triptych.protogen
+
+bench: $(STAMP)
+	$(RUN_ENV) $(PY) -m benchmarks.chat
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,23 @@
+"""The one place the Serve topology is written: config -> Application (ingress + stage deployments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ray.serve import Application
+
+from deployments.ingress import TriptychIngress
+from deployments.llm_decoder import LLMDecoder
+from deployments.vision_encoder import VisionEncoder
+from triptych.config import TriptychConfig
+
+
+def build_app(config: TriptychConfig, chat_model_path: Path, redis_url: str | None) -> Application:
+    """Each stage is its own deployment with its own replicas, CPU share and autoscaling."""
+    encoder = VisionEncoder.options(**config.vision_encoder.serve_options()).bind(
+        str(chat_model_path), config.encoder_batch, config.limits
+    )
+    decoder = LLMDecoder.options(**config.llm_decoder.serve_options()).bind(str(chat_model_path))
+    return TriptychIngress.options(**config.ingress.serve_options()).bind(
+        encoder, decoder, config, str(chat_model_path), redis_url
+    )

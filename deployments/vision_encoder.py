@@ -1,0 +1,47 @@
+"""`VisionEncoder` deployment: batched image -> VisionFeatures, holding a VisionEncoderEngine."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ray import serve
+
+from encoders.engine import VisionEncoderEngine
+from encoders.image_io import load_image
+from models import load_vision_tower
+from pipelines.stages import VisionInfo
+from triptych.config import BatchOptions, Limits
+
+
+@serve.deployment
+class VisionEncoder:
+    def __init__(self, model_path: str, batch: BatchOptions, limits: Limits):
+        self._engine = VisionEncoderEngine(load_vision_tower(model_path))
+        self._limits = limits
+        self.encode.set_max_batch_size(batch.max_batch_size)
+        self.encode.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
+        self._images_encoded = 0
+        self._batches = 0
+
+    def info(self) -> VisionInfo:
+        fingerprint = dict(self._engine.fingerprint)
+        return VisionInfo(
+            model_id=str(fingerprint.pop("model_id")),
+            revision=str(fingerprint.pop("revision")),
+            preprocess=fingerprint,
+            num_visual_tokens=self._engine.num_visual_tokens,
+        )
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def encode(self, images: list[bytes]) -> list:
+        # Images were validated at the edge; decoding again here is cheap next to the ViT.
+        pil_images = [
+            load_image(data, "image", self._limits.max_image_pixels, self._limits.max_image_bytes)
+            for data in images
+        ]
+        self._images_encoded += len(images)
+        self._batches += 1
+        return await asyncio.to_thread(self._engine.encode, pil_images)
+
+    def stats(self) -> dict[str, int]:
+        return {"images_encoded": self._images_encoded, "batches": self._batches}

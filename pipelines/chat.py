@@ -1,0 +1,100 @@
+"""Image-text chat workflow: decode inputs -> cache lookup -> encode misses -> prune -> decode.
+
+Runs inside the ingress replica with stage clients (Serve handles in production, in-process
+engines in tests and benchmarks). Yields `TextDelta`s as the decoder produces them, then one
+`ChatUsage`. Request errors (context overflow) are raised before the first delta.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from cache import EmbeddingCache, cache_key
+from decoders.chat_template import ChatPromptBuilder
+from encoders.pruning import get_pruner, keep_count
+from pipelines.chat_request import ChatRequest
+from pipelines.stages import DecoderStage, VisionInfo, VisionStage
+from pipelines.timing import StageTimings
+from triptych.errors import ContextLengthError
+from triptych.types import ChatUsage, TextDelta, VisionFeatures
+
+VISION_CACHE_STAGE = "vision"
+
+
+class ChatPipeline:
+    """One orchestration path for chat requests, whatever API they came from."""
+
+    def __init__(
+        self,
+        vision: VisionStage,
+        decoder: DecoderStage,
+        cache: EmbeddingCache,
+        prompt_builder: ChatPromptBuilder,
+    ):
+        self._vision = vision
+        self._decoder = decoder
+        self._cache = cache
+        self._prompt_builder = prompt_builder
+
+    async def run(self, request: ChatRequest) -> AsyncIterator[TextDelta | ChatUsage]:
+        timings = StageTimings()
+        vision_info, decoder_info = await asyncio.gather(self._vision.info(), self._decoder.info())
+        images = request.images
+        tokens_in = vision_info.num_visual_tokens
+        if request.pruning_method == "none":
+            tokens_kept = tokens_in
+        else:
+            tokens_kept = keep_count(tokens_in, request.visual_token_keep_ratio)
+
+        prompt_ids = self._prompt_builder.build(request.messages, [tokens_kept] * len(images))
+        _check_context(len(prompt_ids), len(images) * tokens_kept, request.sampling.max_tokens,
+                       decoder_info.context_length)
+
+        looked_up = await asyncio.gather(*(self._features(image, vision_info) for image in images))
+        for _, _, ms in looked_up:
+            for stage, value in ms.items():
+                timings.add(stage, value)
+        with timings.stage("prune"):
+            pruner = get_pruner(request.pruning_method)
+            embeds = [pruner(features, tokens_kept).tokens for features, _, _ in looked_up]  # [(K, D)]
+
+        completion_tokens = 0
+        async for delta in self._decoder.generate(prompt_ids, embeds, request.sampling):
+            completion_tokens = delta.completion_tokens
+            for stage, value in delta.timings_ms.items():
+                timings.add(stage, value)
+            yield delta
+        yield ChatUsage(
+            prompt_tokens=len(prompt_ids),
+            completion_tokens=completion_tokens,
+            visual_tokens_in=tokens_in * len(images),
+            visual_tokens_kept=tokens_kept * len(images),
+            cache_hit=bool(looked_up) and all(hit for _, hit, _ in looked_up),
+            timings_ms=timings.ms,
+        )
+
+    async def _features(self, image: bytes, info: VisionInfo) -> tuple[VisionFeatures, bool, dict[str, float]]:
+        """Cached features of one image; the encoder runs only on a miss (once per key per replica)."""
+        key = cache_key(VISION_CACHE_STAGE, info.model_id, info.revision, info.preprocess, image)
+        timings = StageTimings()
+
+        async def encode() -> dict:
+            with timings.stage("encode"):
+                features = await self._vision.encode(image)
+            return features.to_tensors()
+
+        with timings.stage("cache"):
+            tensors, hit = await self._cache.get_or_compute(key, encode)
+        timings.ms["cache"] = round(timings.ms["cache"] - timings.ms.get("encode", 0.0), 3)
+        return VisionFeatures.from_tensors(tensors), hit, timings.ms
+
+
+def _check_context(prompt_tokens: int, visual_tokens: int, max_tokens: int, context_length: int) -> None:
+    if prompt_tokens + max_tokens > context_length:
+        raise ContextLengthError(
+            "messages",
+            f"{prompt_tokens} prompt tokens (incl. {visual_tokens} visual) + max_tokens {max_tokens} "
+            f"exceed the model's context of {context_length} tokens; shorten the messages, send fewer "
+            "images, prune more visual tokens or lower max_tokens",
+        )

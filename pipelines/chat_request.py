@@ -1,0 +1,71 @@
+"""The typed chat request every API converts to, and its edge validation (field-named errors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from encoders.image_io import load_image
+from encoders.pruning import get_pruner
+from triptych.config import Limits
+from triptych.errors import RequestError
+from triptych.types import ChatMessage, ImagePart, SamplingParams, TextPart
+
+ROLES = ("system", "user", "assistant")
+MAX_TEMPERATURE = 2.0
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: tuple[ChatMessage, ...]
+    sampling: SamplingParams
+    pruning_method: str
+    visual_token_keep_ratio: float
+
+    @property
+    def images(self) -> list[bytes]:
+        return [p.data for m in self.messages for p in m.parts if isinstance(p, ImagePart)]
+
+
+def validate_chat_request(request: ChatRequest, limits: Limits) -> None:
+    """Raise RequestError naming the first invalid field; images are fully decoded once here."""
+    if not request.messages:
+        raise RequestError("messages", "must contain at least one message")
+    image_count = 0
+    for i, message in enumerate(request.messages):
+        if message.role not in ROLES:
+            raise RequestError(f"messages[{i}].role", f"{message.role!r} is not one of {', '.join(ROLES)}")
+        if not message.parts:
+            raise RequestError(f"messages[{i}].content", "must not be empty")
+        for j, part in enumerate(message.parts):
+            if isinstance(part, ImagePart):
+                image_count += 1
+                load_image(
+                    part.data,
+                    field=f"messages[{i}].content[{j}]",
+                    max_pixels=limits.max_image_pixels,
+                    max_bytes=limits.max_image_bytes,
+                )
+            elif not isinstance(part, TextPart):
+                raise RequestError(f"messages[{i}].content[{j}]", "must be a text or an image part")
+    if image_count > limits.max_images_per_request:
+        raise RequestError(
+            "messages", f"{image_count} images; at most {limits.max_images_per_request} per request are allowed"
+        )
+    if not any(isinstance(p, TextPart) and p.text.strip() for m in request.messages for p in m.parts):
+        if image_count == 0:
+            raise RequestError("messages", "contain no text and no image")
+    _validate_sampling(request.sampling, limits)
+    get_pruner(request.pruning_method)
+    if not 0.0 < request.visual_token_keep_ratio <= 1.0:
+        raise RequestError(
+            "visual_token_keep_ratio", f"{request.visual_token_keep_ratio} is outside (0, 1]"
+        )
+
+
+def _validate_sampling(sampling: SamplingParams, limits: Limits) -> None:
+    if not 1 <= sampling.max_tokens <= limits.max_tokens:
+        raise RequestError("max_tokens", f"{sampling.max_tokens} is outside 1..{limits.max_tokens}")
+    if not 0.0 <= sampling.temperature <= MAX_TEMPERATURE:
+        raise RequestError("temperature", f"{sampling.temperature} is outside 0..{MAX_TEMPERATURE}")
+    if not 0.0 < sampling.top_p <= 1.0:
+        raise RequestError("top_p", f"{sampling.top_p} is outside (0, 1]")

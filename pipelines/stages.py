@@ -1,0 +1,40 @@
+"""What a workflow needs from each stage, as Protocols: Serve handles and in-process engines both fit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from triptych.types import SamplingParams, TextDelta, VisionFeatures
+
+
+@dataclass(frozen=True)
+class VisionInfo:
+    """Static facts about the vision stage, used for cache keys and token budgets."""
+
+    model_id: str
+    revision: str
+    preprocess: dict
+    num_visual_tokens: int
+
+
+@dataclass(frozen=True)
+class DecoderInfo:
+    context_length: int
+
+
+class VisionStage(Protocol):
+    async def info(self) -> VisionInfo: ...
+
+    async def encode(self, image: bytes) -> VisionFeatures: ...
+
+
+class DecoderStage(Protocol):
+    async def info(self) -> DecoderInfo: ...
+
+    def generate(
+        self, prompt_ids: list[int], image_embeds: Sequence[torch.Tensor], params: SamplingParams
+    ) -> AsyncIterator[TextDelta]: ...

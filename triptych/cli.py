@@ -1,0 +1,98 @@
+"""`triptych` command line: serve, demo, chat (generate, embed and workflow arrive with their stages)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from triptych.config import TriptychConfig
+
+
+
+def _config(args: argparse.Namespace) -> TriptychConfig:
+    overrides = {k: v for k, v in (("profile", args.profile), ("model_dir", args.model_dir),
+                                   ("http_port", args.http_port), ("grpc_port", args.grpc_port)) if v}
+    return TriptychConfig(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from triptych.server import serving
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with serving(_config(args)) as server:
+        print(f"Triptych is serving: HTTP {server.http_url}/v1  gRPC {server.grpc_target}  "
+              f"(model {server.chat_model_path.name}, cache {server.redis_url}). Ctrl-C to stop.", flush=True)
+        try:
+            stop.wait()
+        except KeyboardInterrupt:
+            pass
+    print("Triptych stopped.")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from triptych.demo import run_demo
+
+    return run_demo(_config(args))
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    import grpc
+
+    from triptych.client import TriptychClient
+
+    images = [Path(p).read_bytes() for p in args.image]
+    options = {k: v for k, v in (("max_tokens", args.max_tokens), ("temperature", args.temperature),
+                                 ("seed", args.seed), ("pruning_method", args.pruning_method),
+                                 ("visual_token_keep_ratio", args.keep_ratio)) if v is not None}
+    with TriptychClient(args.target) as client:
+        try:
+            for message in client.chat(args.question, images, **options):
+                print(message.delta, end="", flush=True)
+                if message.HasField("usage"):
+                    u = message.usage
+                    print(f"\n[finish={message.finish_reason} prompt_tokens={u.prompt_tokens} "
+                          f"completion_tokens={u.completion_tokens} visual_tokens={u.visual_tokens_kept}/"
+                          f"{u.visual_tokens_in} cache_hit={u.cache_hit} timings_ms={dict(u.timings_ms)}]")
+        except grpc.RpcError as exc:
+            print(f"\nerror: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="triptych", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, func, text in (("serve", cmd_serve, "serve HTTP :8000 and gRPC :9000 until Ctrl-C"),
+                             ("demo", cmd_demo, "start, ask about a bundled image twice, stop")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--profile", help="model profile (env TRIPTYCH_PROFILE; default tiny)")
+        p.add_argument("--model-dir", type=Path, help="where models live (env TRIPTYCH_MODEL_DIR)")
+        p.add_argument("--http-port", type=int)
+        p.add_argument("--grpc-port", type=int)
+        p.set_defaults(func=func)
+    chat = sub.add_parser("chat", help="stream an answer from a running server over gRPC")
+    chat.add_argument("question")
+    chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    chat.add_argument("--target", default="127.0.0.1:9000")
+    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--temperature", type=float)
+    chat.add_argument("--seed", type=int)
+    chat.add_argument("--pruning-method")
+    chat.add_argument("--keep-ratio", type=float)
+    chat.set_defaults(func=cmd_chat)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

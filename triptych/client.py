@@ -1,0 +1,52 @@
+"""A small gRPC client for triptych.v1 (used by the CLI, tests and benchmarks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from triptych.v1 import triptych_pb2 as pb
+from triptych.v1 import triptych_pb2_grpc as pb_grpc
+
+
+class TriptychClient:
+    """Blocking client over one channel. Use as a context manager or call close()."""
+
+    def __init__(self, target: str = "127.0.0.1:9000", timeout_s: float = 120.0):
+        self._channel = grpc.insecure_channel(target)
+        self._stub = pb_grpc.TriptychStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._timeout_s = timeout_s
+
+    def __enter__(self) -> "TriptychClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def health(self) -> str:
+        response = self._health.Check(health_pb2.HealthCheckRequest(), timeout=self._timeout_s)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def chat(
+        self,
+        question: str,
+        images: Sequence[bytes] = (),
+        **options,
+    ) -> Iterator[pb.ChatResponse]:
+        """Stream the answer to one user turn: images first, then the question.
+
+        `options` are ChatRequest fields: max_tokens, temperature, top_p, seed, pruning_method,
+        visual_token_keep_ratio, model.
+        """
+        content = [pb.ContentPart(image=data) for data in images] + [pb.ContentPart(text=question)]
+        request = pb.ChatRequest(messages=[pb.ChatMessage(role="user", content=content)], **options)
+        return self.chat_request(request)
+
+    def chat_request(self, request: pb.ChatRequest) -> Iterator[pb.ChatResponse]:
+        return self._stub.Chat(request, timeout=self._timeout_s)

@@ -1,0 +1,101 @@
+"""Typed configuration of a Triptych deployment (pydantic): models, ports, replicas, limits, cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DEFAULT_MODEL_DIR = Path.home() / ".cache" / "triptych" / "models"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeploymentOptions(_Frozen):
+    """Replica count, CPU share, autoscaling and backpressure of one Serve deployment."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)
+    num_cpus: float = Field(0.25, gt=0)
+    max_ongoing_requests: int = Field(8, ge=1)
+    max_queued_requests: int = Field(16, ge=-1)  # -1 = unbounded (Serve's default)
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> "DeploymentOptions":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError("max_replicas must be >= min_replicas")
+        return self
+
+    def serve_options(self) -> dict[str, Any]:
+        """Keyword arguments for `Deployment.options(...)`."""
+        options: dict[str, Any] = {
+            "ray_actor_options": {"num_cpus": self.num_cpus},
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+        }
+        if self.max_replicas > max(self.min_replicas, 1):
+            options["autoscaling_config"] = {
+                "min_replicas": self.min_replicas,
+                "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests,
+            }
+        else:
+            options["num_replicas"] = max(self.min_replicas, 1)
+        return options
+
+
+class BatchOptions(_Frozen):
+    max_batch_size: int = Field(8, ge=1)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+
+
+class Limits(_Frozen):
+    """Edge validation limits."""
+
+    max_images_per_request: int = Field(4, ge=1)
+    max_image_pixels: int = Field(4_000_000, ge=1)  # far below Pillow's ~89 MP bomb threshold
+    max_image_bytes: int = Field(20 * 2**20, ge=1)
+    max_tokens: int = Field(1024, ge=1)  # upper bound accepted for a request's max_tokens
+
+
+class ChatDefaults(_Frozen):
+    max_tokens: int = Field(64, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    pruning_method: str = "none"
+    visual_token_keep_ratio: float = Field(1.0, gt=0, le=1)
+
+
+class CacheOptions(_Frozen):
+    redis_url: str | None = None  # None = an embedded Redis started by `triptych serve`
+    enabled: bool = True
+    ttl_s: int = Field(3600, ge=1)
+    socket_timeout_s: float = Field(0.25, gt=0)
+    embedded_maxmemory_mb: int = Field(256, ge=1)
+
+
+class TriptychConfig(_Frozen):
+    """Everything the application builder needs; defaults come from the environment."""
+
+    profile: str = Field(default_factory=lambda: os.environ.get("TRIPTYCH_PROFILE", "tiny"))
+    model_dir: Path = Field(
+        default_factory=lambda: Path(os.environ.get("TRIPTYCH_MODEL_DIR", DEFAULT_MODEL_DIR))
+    )
+    chat_model: str | None = None  # a model name in model_dir or a path; None = the profile's
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 9000
+    ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.1, max_ongoing_requests=32, max_queued_requests=64)
+    vision_encoder: DeploymentOptions = DeploymentOptions(max_replicas=2)
+    llm_decoder: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=4)
+    encoder_batch: BatchOptions = BatchOptions()
+    limits: Limits = Limits()
+    chat: ChatDefaults = ChatDefaults()
+    cache: CacheOptions = Field(
+        default_factory=lambda: CacheOptions(redis_url=os.environ.get("REDIS_URL") or None)
+    )

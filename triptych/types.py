@@ -1,0 +1,77 @@
+"""Typed messages that cross stage boundaries (frozen dataclasses; tensors stay tensors)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class VisionFeatures:
+    """What the vision stage produces for one image; also what the embedding cache stores.
+
+    Enough to serve any pruning method and keep ratio from one cache entry.
+    """
+
+    tokens: torch.Tensor  # (N, D_lm) projected patch tokens in spatial (row-major) order, [CLS] excluded
+    cls_attention: torch.Tensor  # (N,) attention of the [CLS] query over the N patches, mean over heads
+
+    def to_tensors(self) -> dict[str, torch.Tensor]:
+        return {"tokens": self.tokens, "cls_attention": self.cls_attention}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "VisionFeatures":
+        return cls(tokens=tensors["tokens"], cls_attention=tensors["cls_attention"])
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding knobs. temperature 0 means greedy."""
+
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """Raw image file bytes that already passed edge validation (encoders.image_io.load_image)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: str  # "system" | "user" | "assistant"
+    parts: tuple[TextPart | ImagePart, ...]
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """One step of streamed decoder output."""
+
+    text: str  # new text since the previous delta (may be "")
+    finish_reason: str | None = None  # None while streaming; "stop" (EOS) or "length" on the last delta
+    completion_tokens: int = 0  # tokens generated so far
+    timings_ms: dict[str, float] = field(default_factory=dict)  # on the last delta: "prefill", "decode"
+
+
+@dataclass(frozen=True)
+class ChatUsage:
+    prompt_tokens: int
+    completion_tokens: int
+    visual_tokens_in: int
+    visual_tokens_kept: int
+    cache_hit: bool
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
