@@ -18,7 +18,6 @@ import functools
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -107,9 +106,7 @@ class EmbeddingCache:
         self._counts = {"hits": 0, "misses": 0, "errors": 0, "coalesced": 0}
         self._down_until = 0.0  # time.monotonic() before which Redis is skipped
         self._down = False
-        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopState] = {}
         self._log = _RateLimitedLog(logger, interval_s=60.0)
 
     @property
@@ -252,6 +249,10 @@ class EmbeddingCache:
         with self._lock:
             state = self._loops.get(loop)
             if state is None:
+                # Forget loops that have ended (their clients cannot be closed any more); an
+                # unclosed one only costs a ResourceWarning when its sockets are collected.
+                for old in [old for old in self._loops if old.is_closed()]:
+                    del self._loops[old]
                 state = self._loops[loop] = _LoopState()
         return state
 

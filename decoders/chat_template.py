@@ -56,7 +56,9 @@ class ChatPromptBuilder:
 
     def __init__(self, tokenizer, image_token: str, image_token_id: int):
         if tokenizer.convert_tokens_to_ids(image_token) != image_token_id:
-            raise ValueError(f"image_token {image_token!r} is not token id {image_token_id} in this tokenizer")
+            raise ValueError(
+                f"image_token {image_token!r} is not token id {image_token_id} in this tokenizer"
+            )
         self.tokenizer = tokenizer
         self.image_token = image_token
         self.image_token_id = image_token_id

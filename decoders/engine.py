@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -102,6 +102,9 @@ class LLMEngine:
         """``inputs_embeds`` (1, T, D): token embeddings with the image-token rows replaced, in order,
         by the rows of ``image_embeds`` (each (K_i, D)). Raises ValueError on a count or width mismatch."""
         weight = self.embed_tokens.weight  # (V, D)
+        for e in image_embeds:
+            if e.dim() != 2 or e.shape[1] != weight.shape[1]:
+                raise ValueError(f"each image embedding must be (K, {weight.shape[1]}), got {tuple(e.shape)}")
         ids = torch.tensor(list(prompt_ids), dtype=torch.long, device=weight.device)  # (T,)
         is_image = ids == self.image_token_id  # (T,)
         n_slots = int(is_image.sum())
@@ -115,16 +118,14 @@ class LLMEngine:
             # the image id may lie outside the embedding table in some checkpoints; those rows are replaced
             embeds = self.embed_tokens(ids.masked_fill(is_image, 0))  # (T, D)
             if n_rows:
-                for e in image_embeds:
-                    if e.dim() != 2 or e.shape[1] != embeds.shape[1]:
-                        raise ValueError(f"each image embedding must be (K, {embeds.shape[1]}), got {tuple(e.shape)}")
-                visual = torch.cat([e.to(device=embeds.device, dtype=embeds.dtype) for e in image_embeds])  # (K, D)
-                embeds[is_image] = visual
+                embeds[is_image] = torch.cat(
+                    [e.to(embeds.device, embeds.dtype) for e in image_embeds]
+                )  # (K, D)
         return embeds.unsqueeze(0)  # (1, T, D)
 
     def generate(
         self, prompt_ids: Sequence[int], image_embeds: Sequence[torch.Tensor], params: SamplingParams
-    ) -> Iterator[TextDelta]:
+    ) -> Generator[TextDelta, None, None]:
         """Stream the completion of ``prompt_ids`` as TextDeltas.
 
         ``image_embeds`` holds one (K_i, D) tensor per image, in prompt order, filling the K_1 + K_2 + ...

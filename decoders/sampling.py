@@ -15,7 +15,9 @@ def check_sampling_params(params: SamplingParams) -> None:
     if not isinstance(params.max_tokens, int) or params.max_tokens < 1:
         raise RequestError("max_tokens", f"must be an integer >= 1, got {params.max_tokens!r}")
     if not math.isfinite(params.temperature) or params.temperature < 0:
-        raise RequestError("temperature", f"must be a finite number >= 0 (0 = greedy), got {params.temperature!r}")
+        raise RequestError(
+            "temperature", f"must be a finite number >= 0 (0 = greedy), got {params.temperature!r}"
+        )
     if not 0.0 <= params.top_p <= 1.0:
         raise RequestError("top_p", f"must be in [0, 1], got {params.top_p!r}")
     if params.seed is not None and not isinstance(params.seed, int):

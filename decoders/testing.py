@@ -60,7 +60,9 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_language_model_parts(seed: int = 0, context_length: int = 128, hidden_size: int = 32) -> TinyLanguageModelParts:
+def tiny_language_model_parts(
+    seed: int = 0, context_length: int = 128, hidden_size: int = 32
+) -> TinyLanguageModelParts:
     """A 2-layer float32 Llama on CPU over ``tiny_tokenizer()``, deterministic for a given seed."""
     tokenizer = tiny_tokenizer()
     config = LlamaConfig(

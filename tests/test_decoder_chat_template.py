@@ -44,7 +44,9 @@ def test_two_images_multi_turn_expand_in_order(builder):
     # everything but the placeholders is untouched
     assert [t for t in ids if t != image_id] == [t for t in rendered if t != image_id]
     text = builder.tokenizer.decode([t for t in ids if t != image_id])
-    assert text.startswith("<s>system: You describe images.\nuser: Compare  and \nassistant: The first is red.</s>")
+    assert text.startswith(
+        "<s>system: You describe images.\nuser: Compare  and \nassistant: The first is red.</s>"
+    )
     assert text.endswith("user: And the second?\nassistant: ")  # generation prompt appended
 
 

@@ -1,0 +1,29 @@
+"""LanguageModelParts: what a model source hands the LLM decoder (tokenizer, model, embeddings, ids)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
+
+
+@dataclass(frozen=True)
+class LanguageModelParts:
+    """The decoder side of a VLM checkpoint, loaded in eval mode, float32.
+
+    ``model(inputs_embeds=(B, T, D), past_key_values=..., use_cache=True, attention_mask=...)``
+    returns an output with ``.logits`` ``(B, T, V)`` and ``.past_key_values``. ``embed_tokens``
+    maps token ids ``(B, T)`` to ``(B, T, D)``. The prompt holds one ``image_token`` per image; the
+    decoder replaces that single position with the image's K visual token embeddings ``(K, D)``.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
+    model: nn.Module
+    embed_tokens: nn.Module
+    image_token: str
+    image_token_id: int
+    context_length: int
+    model_id: str

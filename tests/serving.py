@@ -1,0 +1,31 @@
+"""Helpers for tests that run a real Triptych (Ray + Serve + embedded Redis) in-process."""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+
+from PIL import Image
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def image_bytes(color: tuple[int, int, int], size=(48, 48), fmt="PNG") -> bytes:
+    """A small image whose bytes are unique per colour (so each colour is a fresh cache key)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def data_url(data: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def user_message(text: str, *images: bytes) -> dict:
+    parts = [{"type": "image_url", "image_url": {"url": data_url(b)}} for b in images]
+    return {"role": "user", "content": [*parts, {"type": "text", "text": text}]}

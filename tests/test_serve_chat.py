@@ -1,0 +1,223 @@
+"""End to end: Ray Serve with VisionEncoder, LLMDecoder and the ingress, over HTTP (official
+`openai` client) and gRPC, on the `tiny` profile with an embedded Redis. Serve starts once here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import grpc
+import httpx
+import pytest
+from openai import OpenAI
+
+from tests.serving import data_url, free_port, image_bytes, user_message
+from triptych.client import TriptychClient
+from triptych.config import DeploymentOptions, TriptychConfig
+from triptych.server import serving
+from triptych.v1 import triptych_pb2 as pb
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    config = TriptychConfig(
+        profile="tiny",
+        model_dir=tmp_path_factory.mktemp("models"),
+        http_port=free_port(),
+        grpc_port=free_port(),
+        # Small limits so the overload test can fill them; every other test stays below.
+        ingress=DeploymentOptions(num_cpus=0.1, max_ongoing_requests=3, max_queued_requests=2),
+        vision_encoder=DeploymentOptions(num_cpus=0.2),
+        llm_decoder=DeploymentOptions(num_cpus=0.2, max_ongoing_requests=8),
+    )
+    with serving(config, quiet=True) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def openai_client(server):
+    return OpenAI(base_url=f"{server.http_url}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def grpc_client(server):
+    with TriptychClient(server.grpc_target) as client:
+        yield client
+
+
+def images_encoded(server) -> int:
+    return server.deployment_handle("VisionEncoder").stats.remote().result()["images_encoded"]
+
+
+def grpc_chat(client, question, images, **options):
+    messages = list(client.chat(question, images, **options))
+    return "".join(m.delta for m in messages), messages[-1]
+
+
+def test_models_and_health(server, openai_client, grpc_client):
+    assert [m.id for m in openai_client.models.list()] == [server.chat_model_path.name]
+    assert httpx.get(f"{server.http_url}/healthz").json() == {"status": "ok"}
+    assert grpc_client.health() == "SERVING"
+
+
+def test_openai_stream_matches_non_stream_and_reports_usage(server, openai_client):
+    image = image_bytes((10, 200, 30))
+    kwargs = dict(model=server.chat_model_path.name, messages=[user_message("what colour?", image)],
+                  max_tokens=12, temperature=0)
+    full = openai_client.chat.completions.create(**kwargs)
+    chunks = list(openai_client.chat.completions.create(
+        **kwargs, stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == full.choices[0].message.content
+    assert full.choices[0].finish_reason in ("stop", "length")
+    usage = chunks[-1].usage
+    assert usage is not None and not chunks[-1].choices
+    assert usage.completion_tokens == full.usage.completion_tokens > 0
+    assert usage.prompt_tokens == full.usage.prompt_tokens
+    assert full.usage.visual_tokens_in == full.usage.visual_tokens_kept > 0
+    assert full.usage.total_tokens == full.usage.prompt_tokens + full.usage.completion_tokens
+    assert {"prefill", "decode"} <= set(full.usage.timings_ms)
+    assert full.usage.cache_hit is False and usage.cache_hit is True  # second call: same image
+
+
+def test_grpc_stream_equals_http_answer(server, openai_client, grpc_client):
+    image = image_bytes((250, 120, 0))
+    text, last = grpc_chat(grpc_client, "describe", [image], max_tokens=10)
+    http = openai_client.chat.completions.create(
+        model=server.chat_model_path.name, messages=[user_message("describe", image)], max_tokens=10)
+    assert text == http.choices[0].message.content
+    assert last.finish_reason in ("stop", "length")
+    assert last.usage.completion_tokens > 0 and last.usage.visual_tokens_in > 0
+    assert last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens
+
+
+def test_cache_hit_skips_the_encoder(server, grpc_client):
+    image = image_bytes((1, 2, 3))
+    before = images_encoded(server)
+    _, first = grpc_chat(grpc_client, "what is it?", [image], max_tokens=4)
+    after_first = images_encoded(server)
+    _, second = grpc_chat(grpc_client, "what is it?", [image], max_tokens=4)
+    assert (first.usage.cache_hit, second.usage.cache_hit) == (False, True)
+    assert after_first == before + 1
+    assert images_encoded(server) == after_first  # the hit never called the encoder
+    assert "encode" in first.usage.timings_ms and "encode" not in second.usage.timings_ms
+
+
+def test_concurrent_requests_for_a_new_image_encode_it_once(server):
+    image = image_bytes((77, 88, 99))
+    before = images_encoded(server)
+    payload = {"model": server.chat_model_path.name, "messages": [user_message("hi", image)], "max_tokens": 3}
+
+    async def fire():
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(client.post(f"{server.http_url}/v1/chat/completions", json=payload)
+                                          for _ in range(3)))
+
+    responses = asyncio.run(fire())
+    assert [r.status_code for r in responses] == [200, 200, 200]
+    assert images_encoded(server) == before + 1
+
+
+def _bomb_png() -> bytes:
+    return image_bytes((0, 0, 0), size=(2100, 2100))  # 4.4 MP > the 4 MP default limit
+
+
+BAD_HTTP_BODIES = [
+    ("not an image", [{"type": "image_url", "image_url": {"url": data_url(b"plain text")}}],
+     "messages[0].content[0]"),
+    ("truncated", [{"type": "image_url", "image_url": {"url": data_url(image_bytes((5, 5, 5), (64, 64))[:-30])}}],
+     "messages[0].content[0]"),
+    ("bomb", [{"type": "image_url", "image_url": {"url": data_url(_bomb_png())}}], "messages[0].content[0]"),
+    ("bmp", [{"type": "image_url", "image_url": {"url": data_url(image_bytes((1, 1, 1), fmt="BMP"))}}],
+     "messages[0].content[0]"),
+    ("bad base64", [{"type": "image_url", "image_url": {"url": "data:image/png;base64,%%%"}}],
+     "messages[0].content[0].image_url.url"),
+    ("remote url", [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}],
+     "messages[0].content[0].image_url.url"),
+    ("too many images", [{"type": "image_url", "image_url": {"url": data_url(image_bytes((9, 9, 9)))}}] * 5,
+     "messages"),
+]
+
+
+@pytest.mark.parametrize("case, content, field", BAD_HTTP_BODIES, ids=[c[0] for c in BAD_HTTP_BODIES])
+def test_bad_images_get_400_naming_the_field(server, case, content, field):
+    body = {"model": server.chat_model_path.name,
+            "messages": [{"role": "user", "content": [*content, {"type": "text", "text": "q"}]}]}
+    response = httpx.post(f"{server.http_url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == field and error["type"] == "invalid_request_error" and error["message"]
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"messages": []}, "messages"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"max_tokens": 100_000}, "max_tokens"),
+    ({"temperature": 9}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"visual_token_keep_ratio": 0}, "visual_token_keep_ratio"),
+    ({"pruning_method": "nope"}, "pruning_method"),
+    ({"model": "gpt-17"}, "model"),
+    ({"messages": [{"role": "user", "content": "word " * 3000}]}, "messages"),  # past the context
+])
+def test_bad_fields_get_400_and_server_keeps_serving(server, openai_client, overrides, field):
+    body = {"model": server.chat_model_path.name, "messages": [user_message("q", image_bytes((3, 3, 3)))],
+            **overrides}
+    response = httpx.post(f"{server.http_url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == field
+    ok = openai_client.chat.completions.create(
+        model=server.chat_model_path.name, messages=[user_message("q")], max_tokens=2)
+    assert ok.choices[0].finish_reason in ("stop", "length")
+
+
+def test_body_not_json_gets_400(server):
+    response = httpx.post(f"{server.http_url}/v1/chat/completions", content=b"{not json",
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "body"
+
+
+@pytest.mark.parametrize("options, images, field", [
+    ({"max_tokens": 0}, [], "max_tokens"),
+    ({"top_p": 2.0}, [], "top_p"),
+    ({"pruning_method": "nope"}, [], "pruning_method"),
+    ({}, [b"\x89PNG\r\n\x1a\n broken"], "messages[0].content[0]"),
+])
+def test_grpc_bad_input_is_invalid_argument(grpc_client, options, images, field):
+    with pytest.raises(grpc.RpcError) as info:
+        list(grpc_client.chat("q", images, **options))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith(field)
+    text, last = grpc_chat(grpc_client, "still there?", [], max_tokens=2)
+    assert last.finish_reason in ("stop", "length")
+
+
+def test_grpc_empty_request_is_invalid_argument(grpc_client):
+    with pytest.raises(grpc.RpcError) as info:
+        list(grpc_client.chat_request(pb.ChatRequest()))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_overload_is_rejected_fast_then_recovers(server, grpc_client):
+    payload = {"model": server.chat_model_path.name, "messages": [user_message("go")], "max_tokens": 400,
+               "stream": True}
+
+    async def fire(n: int):
+        async with httpx.AsyncClient(timeout=120) as client:
+            return await asyncio.gather(*(client.post(f"{server.http_url}/v1/chat/completions", json=payload)
+                                          for _ in range(n)))
+
+    statuses = sorted(r.status_code for r in asyncio.run(fire(12)))
+    assert 503 in statuses and 200 in statuses and set(statuses) <= {200, 503}
+    _, last = grpc_chat(grpc_client, "after the storm", [], max_tokens=2)
+    assert last.finish_reason in ("stop", "length")
+
+
+def test_stream_sse_ends_with_done(server):
+    payload = {"model": server.chat_model_path.name, "messages": [user_message("x")], "max_tokens": 3,
+               "stream": True}
+    with httpx.stream("POST", f"{server.http_url}/v1/chat/completions", json=payload, timeout=60) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    first = json.loads(lines[0].removeprefix("data: "))
+    assert first["object"] == "chat.completion.chunk"
