@@ -133,7 +133,9 @@ def decode_tensors(blob: bytes) -> dict[str, torch.Tensor]:
     return out
 
 
-def _tensor_from_bytes(name: str, data: memoryview, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+def _tensor_from_bytes(
+    name: str, data: memoryview, dtype: torch.dtype, shape: tuple[int, ...]
+) -> torch.Tensor:
     if len(data) == 0:
         return torch.empty(shape, dtype=dtype)
     raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)  # one copy: owned and writable

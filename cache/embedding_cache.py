@@ -135,7 +135,9 @@ class EmbeddingCache:
                 tensors = decode_tensors(blob)
             except CodecError as exc:
                 self._count("errors")
-                self._log.warning("decode", "cache value under %r failed to decode, treated as a miss: %s", key, exc)
+                self._log.warning(
+                    "decode", "cache value under %r failed to decode, treated as a miss: %s", key, exc
+                )
         self._count("hits" if tensors is not None else "misses")
         return tensors
 
@@ -187,7 +189,9 @@ class EmbeddingCache:
             except (RedisError, OSError) as exc:
                 logger.debug("closing Redis client: %s", exc)
 
-    async def _lookup_or_compute(self, key: str, compute: Callable[[], Awaitable[Tensors]]) -> tuple[Tensors, bool]:
+    async def _lookup_or_compute(
+        self, key: str, compute: Callable[[], Awaitable[Tensors]]
+    ) -> tuple[Tensors, bool]:
         cached = await self.get(key)
         if cached is not None:
             return cached, True
@@ -209,7 +213,9 @@ class EmbeddingCache:
             return _FAILED
         except RedisError as exc:  # e.g. OOM on a full noeviction server: Redis is up, this call failed
             self._count("errors")
-            self._log.warning("command", "Redis %s failed, treated as a miss: %s: %s", what, type(exc).__name__, exc)
+            self._log.warning(
+                "command", "Redis %s failed, treated as a miss: %s: %s", what, type(exc).__name__, exc
+            )
             return _FAILED
         self._mark_up()
         return result

@@ -24,7 +24,7 @@ import torch
 from decoders.chat_template import ChatPromptBuilder
 from decoders.detokenizer import IncrementalDetokenizer
 from decoders.sampling import check_sampling_params, make_generator, next_token
-from triptych.errors import ContextLengthError
+from decoders.context import check_fits
 from triptych.types import SamplingParams, TextDelta
 
 if TYPE_CHECKING:
@@ -84,19 +84,8 @@ class LLMEngine:
         return self._eos_ids
 
     def check_fits(self, prompt_len: int, max_tokens: int, visual_tokens: int | None = None) -> None:
-        """Raise ContextLengthError("messages", ...) if prompt_len + max_tokens exceeds the context.
-
-        ``prompt_len`` counts every prompt token, visual tokens included; ``visual_tokens`` (how many of
-        them are visual) is only used in the message.
-        """
-        if prompt_len + max_tokens > self.context_length:
-            visual = f" (incl. {visual_tokens} visual)" if visual_tokens is not None else ""
-            raise ContextLengthError(
-                "messages",
-                f"{prompt_len} prompt tokens{visual} + max_tokens {max_tokens} exceed the context of "
-                f"{self.context_length} tokens of model {self.model_id!r}; shorten the messages, send fewer "
-                f"or more strongly pruned images, or lower max_tokens",
-            )
+        """Raise ContextLengthError("messages", ...) if prompt_len + max_tokens exceeds the context."""
+        check_fits(prompt_len, max_tokens, self.context_length, self.model_id, visual_tokens)
 
     def embed_prompt(self, prompt_ids: Sequence[int], image_embeds: Sequence[torch.Tensor]) -> torch.Tensor:
         """``inputs_embeds`` (1, T, D): token embeddings with the image-token rows replaced, in order,

@@ -20,7 +20,7 @@ class LLMDecoder:
         self._requests = 0
 
     def info(self) -> DecoderInfo:
-        return DecoderInfo(context_length=self._engine.context_length)
+        return DecoderInfo(model_id=self._engine.model_id, context_length=self._engine.context_length)
 
     def generate(
         self, prompt_ids: list[int], image_embeds: Sequence[torch.Tensor], params: SamplingParams

@@ -39,18 +39,23 @@ def decode_image_url(url: str, field: str, max_bytes: int = DEFAULT_MAX_BYTES) -
         )
     if not head.startswith("data:"):
         shown = url[:32] + ("..." if len(url) > 32 else "")
-        raise RequestError(field, f"unsupported image URL {shown!r}; only data: URLs are accepted, e.g. {_EXAMPLE}")
+        raise RequestError(
+            field, f"unsupported image URL {shown!r}; only data: URLs are accepted, e.g. {_EXAMPLE}"
+        )
 
     match = _DATA_URL.match(url)
     if match is None:
-        raise RequestError(field, f"malformed data URL; expected {_EXAMPLE} (media type image/*, base64 encoded)")
+        raise RequestError(
+            field, f"malformed data URL; expected {_EXAMPLE} (media type image/*, base64 encoded)"
+        )
     payload = match.group("payload")
     if not payload:
         raise RequestError(field, "data URL has an empty base64 payload")
     # Check the size before allocating the decoded bytes.
     if len(payload) // 4 * 3 > max_bytes + 3:
         raise RequestError(
-            field, f"image in data URL is about {len(payload) // 4 * 3} bytes; at most {max_bytes} bytes allowed"
+            field,
+            f"image in data URL is about {len(payload) // 4 * 3} bytes; at most {max_bytes} bytes allowed",
         )
     if len(payload) % 4 != 0 or _BASE64.match(payload) is None:
         raise RequestError(
@@ -63,5 +68,7 @@ def decode_image_url(url: str, field: str, max_bytes: int = DEFAULT_MAX_BYTES) -
     except (binascii.Error, ValueError) as e:
         raise RequestError(field, f"data URL payload is not valid base64 ({e})") from None
     if len(data) > max_bytes:
-        raise RequestError(field, f"image in data URL is {len(data)} bytes; at most {max_bytes} bytes allowed")
+        raise RequestError(
+            field, f"image in data URL is {len(data)} bytes; at most {max_bytes} bytes allowed"
+        )
     return data

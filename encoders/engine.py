@@ -19,7 +19,9 @@ from .vision_tower import VisionTower
 class VisionEncoderEngine:
     """Runs a VisionTower on batches of RGB PIL images."""
 
-    def __init__(self, tower: VisionTower, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self, tower: VisionTower, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ):
         self.device = torch.device(device)
         self.dtype = dtype
         self.tower = tower.to(device=self.device, dtype=dtype).eval()

@@ -28,7 +28,7 @@ class HFLlavaTower(nn.Module):
         config = llava_model.config
         layer = config.vision_feature_layer
         if not isinstance(layer, int):
-            raise ValueError(f"vision_feature_layer must be one int for [CLS] attention, got {layer!r}")
+            raise TypeError(f"vision_feature_layer must be one int for [CLS] attention, got {layer!r}")
         if config.vision_feature_select_strategy != "default":
             raise ValueError(
                 "vision_feature_select_strategy must be 'default' ([CLS] dropped), "
@@ -38,7 +38,8 @@ class HFLlavaTower(nn.Module):
         self.image_processor = image_processor
 
         layers = _encoder_layers(llava_model.vision_tower)
-        hidden_index = layer if layer >= 0 else len(layers) + 1 + layer  # index into (embeddings, layer 0, ...)
+        # index into hidden_states = (embeddings, output of layer 0, ..., output of layer L-1)
+        hidden_index = layer if layer >= 0 else len(layers) + 1 + layer
         if not 1 <= hidden_index <= len(layers):
             raise ValueError(f"vision_feature_layer {layer} does not select the output of an encoder layer")
         self.feature_layer_index = hidden_index - 1  # encoder layer whose output the VLM consumes

@@ -8,7 +8,6 @@ truncated or corrupt files are rejected here instead of deep inside a stage.
 from __future__ import annotations
 
 import io
-import warnings
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
@@ -44,21 +43,22 @@ def load_image(
         raise RequestError(field, f"image is empty (0 bytes); send a non-empty {ALLOWED_TEXT} file")
     if len(data) > max_bytes:
         raise RequestError(
-            field, f"image is {len(data)} bytes; at most {max_bytes} bytes ({max_bytes / 2**20:.0f} MiB) allowed"
+            field,
+            f"image is {len(data)} bytes; at most {max_bytes} bytes allowed",
         )
     # Truncated files must fail, never be silently padded with grey.
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False")
 
-    with warnings.catch_warnings():
-        # Pillow's own bomb check warns between MAX_IMAGE_PIXELS and 2x; treat that as an error too.
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        image = _open_header(data, field, max_pixels)
-        try:
-            _full_decode(image, data, field)
-            return _to_rgb(image)
-        finally:
-            image.close()
+    # Our own header check (max_pixels) is the authoritative bomb guard. Pillow's global check also
+    # runs inside Image.open: its DecompressionBombError (and its Warning, where warning filters make
+    # it an error) is mapped too. warnings.catch_warnings() is not used: it is not thread-safe.
+    image = _open_header(data, field, max_pixels)
+    try:
+        _full_decode(image, data, field, max_pixels)
+        return _to_rgb(image)
+    finally:
+        image.close()
 
 
 def _open_header(data: bytes, field: str, max_pixels: int) -> ImageFile.ImageFile:
@@ -66,11 +66,16 @@ def _open_header(data: bytes, field: str, max_pixels: int) -> ImageFile.ImageFil
     try:
         image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise RequestError(field, f"image dimensions too large (possible decompression bomb): {e}") from None
+        raise RequestError(field, _bomb_message(e, max_pixels)) from None
     except UnidentifiedImageError:
-        raise RequestError(field, f"data is not a recognised image; allowed formats: {ALLOWED_TEXT}") from None
-    except Exception as e:  # a header Pillow recognised but could not parse
-        raise RequestError(field, f"image header is corrupt ({e}); allowed formats: {ALLOWED_TEXT}") from None
+        raise RequestError(
+            field, f"data is not a recognised image; allowed formats: {ALLOWED_TEXT}"
+        ) from None
+    # Untrusted bytes reach plugin parsers that raise many types; every one is a bad request.
+    except Exception as e:  # noqa: BLE001 - a format Pillow recognised but whose header it could not parse
+        raise RequestError(
+            field, f"image is truncated or corrupt ({e}); send a complete {ALLOWED_TEXT} file"
+        ) from None
 
     if image.format not in ALLOWED_FORMATS:
         fmt = image.format
@@ -90,7 +95,7 @@ def _open_header(data: bytes, field: str, max_pixels: int) -> ImageFile.ImageFil
     return image
 
 
-def _full_decode(image: ImageFile.ImageFile, data: bytes, field: str) -> None:
+def _full_decode(image: ImageFile.ImageFile, data: bytes, field: str, max_pixels: int) -> None:
     """Decode every pixel of the current (first) frame; map any decoder failure to a RequestError."""
     fmt = ALLOWED_FORMATS[image.format]
     try:
@@ -100,9 +105,15 @@ def _full_decode(image: ImageFile.ImageFile, data: bytes, field: str) -> None:
             probe.verify()
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise RequestError(field, f"image dimensions too large (possible decompression bomb): {e}") from None
-    except Exception as e:  # OSError "image file is truncated", SyntaxError "broken PNG file", zlib, ...
-        raise RequestError(field, f"{fmt} image is truncated or corrupt ({e}); send a complete file") from None
+        raise RequestError(field, _bomb_message(e, max_pixels)) from None
+    except Exception as e:  # noqa: BLE001 - OSError "image file is truncated", SyntaxError "broken PNG", zlib...
+        raise RequestError(
+            field, f"{fmt} image is truncated or corrupt ({e}); send a complete file"
+        ) from None
+
+
+def _bomb_message(error: Exception, max_pixels: int) -> str:
+    return f"image dimensions too large (possible decompression bomb: {error}); at most {max_pixels} pixels allowed"
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

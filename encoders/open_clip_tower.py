@@ -105,7 +105,7 @@ class OpenClipTower(nn.Module):
 def _check_supported(visual: nn.Module) -> None:
     """Reject open_clip vision configs whose tokens or attention this tower would get wrong."""
     if not isinstance(visual, VisionTransformer):
-        raise ValueError(f"open_clip tower needs a VisionTransformer, got {type(visual).__name__}")
+        raise TypeError(f"open_clip tower needs a VisionTransformer, got {type(visual).__name__}")
     if not visual.output_tokens:
         raise ValueError("open_clip VisionTransformer must be built with output_tokens=True")
     if visual.attn_pool is not None or visual.pool_type not in ("tok", "avg"):

@@ -10,12 +10,19 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .language_model import LanguageModelParts
+from .language_model import ChatTokenizer, LanguageModelParts
 
 if TYPE_CHECKING:
     from encoders.vision_tower import VisionTower
 
-__all__ = ["LanguageModelParts", "detect_source", "load_language_model", "load_vision_tower"]
+__all__ = [
+    "ChatTokenizer",
+    "LanguageModelParts",
+    "detect_source",
+    "load_chat_tokenizer",
+    "load_language_model",
+    "load_vision_tower",
+]
 
 
 def detect_source(model_dir: Path | str) -> str:
@@ -52,3 +59,10 @@ def load_language_model(model_dir: Path | str) -> LanguageModelParts:
     from .sources import SOURCES
 
     return SOURCES[detect_source(model_dir)].load_language_model(Path(model_dir))
+
+
+def load_chat_tokenizer(model_dir: Path | str) -> ChatTokenizer:
+    """Load only the tokenizer side (chat template, image token, context length); no weights."""
+    from .sources import SOURCES
+
+    return SOURCES[detect_source(model_dir)].load_chat_tokenizer(Path(model_dir))

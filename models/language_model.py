@@ -1,4 +1,4 @@
-"""LanguageModelParts: what a model source hands the LLM decoder (tokenizer, model, embeddings, ids)."""
+"""What a model source hands the text side: ChatTokenizer (ingress) and LanguageModelParts (decoder)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,20 @@ class LanguageModelParts:
     tokenizer: PreTrainedTokenizerBase
     model: nn.Module
     embed_tokens: nn.Module
+    image_token: str
+    image_token_id: int
+    context_length: int
+    model_id: str
+
+
+@dataclass(frozen=True)
+class ChatTokenizer:
+    """The tokenizer half only (no weights loaded): enough to build and count prompts at the ingress.
+
+    ``tokenizer.apply_chat_template`` writes one ``image_token`` per image part.
+    """
+
+    tokenizer: PreTrainedTokenizerBase
     image_token: str
     image_token_id: int
     context_length: int

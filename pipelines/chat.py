@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator
 
 from cache import EmbeddingCache, cache_key
 from decoders.chat_template import ChatPromptBuilder
+from decoders.context import check_fits
 from encoders.pruning import get_pruner, keep_count
 from pipelines.chat_request import ChatRequest
 from pipelines.stages import DecoderStage, VisionInfo, VisionStage
 from pipelines.timing import StageTimings
-from triptych.errors import ContextLengthError
 from triptych.types import ChatUsage, TextDelta, VisionFeatures
 
 VISION_CACHE_STAGE = "vision"
@@ -48,8 +48,8 @@ class ChatPipeline:
             tokens_kept = keep_count(tokens_in, request.visual_token_keep_ratio)
 
         prompt_ids = self._prompt_builder.build(request.messages, [tokens_kept] * len(images))
-        _check_context(len(prompt_ids), len(images) * tokens_kept, request.sampling.max_tokens,
-                       decoder_info.context_length)
+        check_fits(len(prompt_ids), request.sampling.max_tokens, decoder_info.context_length,
+                   decoder_info.model_id, visual_tokens=len(images) * tokens_kept)
 
         looked_up = await asyncio.gather(*(self._features(image, vision_info) for image in images))
         for _, _, ms in looked_up:
@@ -89,12 +89,3 @@ class ChatPipeline:
         timings.ms["cache"] = round(timings.ms["cache"] - timings.ms.get("encode", 0.0), 3)
         return VisionFeatures.from_tensors(tensors), hit, timings.ms
 
-
-def _check_context(prompt_tokens: int, visual_tokens: int, max_tokens: int, context_length: int) -> None:
-    if prompt_tokens + max_tokens > context_length:
-        raise ContextLengthError(
-            "messages",
-            f"{prompt_tokens} prompt tokens (incl. {visual_tokens} visual) + max_tokens {max_tokens} "
-            f"exceed the model's context of {context_length} tokens; shorten the messages, send fewer "
-            "images, prune more visual tokens or lower max_tokens",
-        )

@@ -23,6 +23,7 @@ class VisionInfo:
 
 @dataclass(frozen=True)
 class DecoderInfo:
+    model_id: str
     context_length: int
 
 

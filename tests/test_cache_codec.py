@@ -93,7 +93,9 @@ def test_encode_rejects_unsupported(value, message):
 
 
 def _blob() -> bytes:
-    return encode_tensors({"a": torch.arange(6, dtype=torch.int32).reshape(2, 3), "b": torch.tensor([True, False])})
+    return encode_tensors(
+        {"a": torch.arange(6, dtype=torch.int32).reshape(2, 3), "b": torch.tensor([True, False])}
+    )
 
 
 def test_every_truncation_is_rejected():
@@ -103,7 +105,9 @@ def test_every_truncation_is_rejected():
             decode_tensors(blob[:cut])
 
 
-def _one_tensor_blob(*, name=b"a", code=6, shape=(2,), nbytes=8, data=b"\x00" * 8, count=1, version=FORMAT_VERSION):
+def _one_tensor_blob(
+    *, name=b"a", code=6, shape=(2,), nbytes=8, data=b"\x00" * 8, count=1, version=FORMAT_VERSION
+):
     header = struct.pack("<4sHI", MAGIC, version, count)
     body = struct.pack("<H", len(name)) + name + struct.pack("<BB", code, len(shape))
     body += b"".join(struct.pack("<Q", s) for s in shape) + struct.pack("<Q", nbytes) + data
@@ -131,7 +135,17 @@ def test_hand_built_blob_is_valid():
         (_one_tensor_blob(count=2) + _one_tensor_blob()[10:], "duplicate"),
     ],
     ids=[
-        "empty", "magic", "version", "trailing", "dtype", "nbytes", "huge-shape", "count", "name", "bool", "dup",
+        "empty",
+        "magic",
+        "version",
+        "trailing",
+        "dtype",
+        "nbytes",
+        "huge-shape",
+        "count",
+        "name",
+        "bool",
+        "dup",
     ],
 )
 def test_malformed_blobs_raise_codec_error(blob, message):

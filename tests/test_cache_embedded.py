@@ -58,7 +58,9 @@ def test_reachable_from_another_process():
             "s.sendall(b'GET from-parent\\r\\n');"
             "sys.stdout.write(repr(s.recv(64)))"
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
         assert out == repr(b"$2\r\nok\r\n")
 
 

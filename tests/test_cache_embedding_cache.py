@@ -41,8 +41,8 @@ def _features(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
     assert list(a) == list(b)
-    for name in a:
-        assert a[name].dtype == b[name].dtype and torch.equal(a[name], b[name])
+    for name, tensor in a.items():
+        assert tensor.dtype == b[name].dtype and torch.equal(tensor, b[name])
 
 
 def _run(coro):
@@ -206,7 +206,7 @@ def test_single_flight_shares_exceptions_and_then_forgets(server):
             calls += 1
             return _features(5)
 
-        retried, hit = await cache.get_or_compute(key, working)  # the failed flight is not reused
+        _, hit = await cache.get_or_compute(key, working)  # the failed flight is not reused
         await cache.close()
         return outcomes, hit
 
@@ -232,7 +232,7 @@ def test_cancelled_leader_does_not_cancel_the_shared_compute(server):
         await started.wait()
         leader.cancel()
         release.set()
-        got, hit = await follower
+        got, _ = await follower
         stored = await cache.get(key)
         await cache.close()
         return leader.cancelled(), got, stored
@@ -395,7 +395,12 @@ def test_outage_and_recovery_on_same_port():
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_usable_from_successive_event_loops(server):
-    cache = EmbeddingCache(server.url)
+    _use_from_successive_loops(server.url)
+    gc.collect()  # the abandoned clients' sockets are collected here, under this test's filters
+
+
+def _use_from_successive_loops(url: str) -> None:
+    cache = EmbeddingCache(url)
     key, value = _key(), _features(8)
 
     async def write():
@@ -409,7 +414,6 @@ def test_usable_from_successive_event_loops(server):
         _assert_same(_run(read()), value)
     assert cache.stats().errors == 0
     assert len(cache._loops) == 1  # ended loops (and their clients) are not kept alive
-    gc.collect()  # the abandoned clients' sockets are collected here, under this test's filters
 
 
 def test_pickles_as_configuration(server):
@@ -420,7 +424,11 @@ def test_pickles_as_configuration(server):
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"url": "notaurl://x"}, {"url": "redis://h/0", "ttl_s": 0}, {"url": "redis://h/0", "socket_timeout_s": 0}],
+    [
+        {"url": "notaurl://x"},
+        {"url": "redis://h/0", "ttl_s": 0},
+        {"url": "redis://h/0", "socket_timeout_s": 0},
+    ],
 )
 def test_bad_configuration_is_loud(kwargs):
     with pytest.raises(ValueError):

@@ -8,13 +8,13 @@ import pytest
 
 from cache.keys import KEY_PREFIX, cache_key, text_payload
 
-BASE = dict(
-    stage="vision",
-    model_id="ViT-B-32",
-    revision="random-seed0",
-    preprocess={"image_size": 224, "mean": [0.48, 0.46, 0.41], "resize": "bicubic"},
-    payload=b"\x89PNG fake image bytes",
-)
+BASE = {
+    "stage": "vision",
+    "model_id": "ViT-B-32",
+    "revision": "random-seed0",
+    "preprocess": {"image_size": 224, "mean": [0.48, 0.46, 0.41], "resize": "bicubic"},
+    "payload": b"\x89PNG fake image bytes",
+}
 
 
 def test_key_layout():

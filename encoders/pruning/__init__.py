@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from encoders.pruning.base import Pruner, PrunedTokens
+from encoders.pruning.base import PrunedTokens, Pruner
 from encoders.pruning.cls_attention import ClsAttentionPruner
 from encoders.pruning.identity import IdentityPruner
 from triptych.errors import RequestError
@@ -32,4 +32,4 @@ def keep_count(num_tokens: int, keep_ratio: float) -> int:
     return max(1, min(num_tokens, math.ceil(num_tokens * keep_ratio - 1e-9)))
 
 
-__all__ = ["PRUNERS", "Pruner", "PrunedTokens", "get_pruner", "keep_count"]
+__all__ = ["PRUNERS", "PrunedTokens", "Pruner", "get_pruner", "keep_count"]

@@ -14,12 +14,12 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
+from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
 
 from encoders.hf_llava_tower import HFLlavaTower
 from encoders.vision_tower import weights_revision
 
-from ..language_model import LanguageModelParts
+from ..language_model import ChatTokenizer, LanguageModelParts
 
 NAME = "hf_llava"
 
@@ -40,27 +40,42 @@ def load_vision_tower(model_dir: Path) -> HFLlavaTower:
     llava = _load_llava(model_dir).model  # LlavaModel; drop the LM head with the outer model
     del llava.language_model  # get_image_features only needs vision_tower + multi_modal_projector
     image_processor = AutoImageProcessor.from_pretrained(model_dir, local_files_only=True)
-    tower = HFLlavaTower(llava, image_processor, model_id=model_dir.resolve().name, revision=_revision(model_dir))
+    tower = HFLlavaTower(
+        llava, image_processor, model_id=model_dir.resolve().name, revision=_revision(model_dir)
+    )
     return tower.float().eval()
+
+
+def load_chat_tokenizer(model_dir: Path) -> ChatTokenizer:
+    model_dir = Path(model_dir)
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    if tokenizer.chat_template is None:
+        tokenizer.chat_template = _processor_chat_template(model_dir)
+    image_token_id = config.image_token_id
+    return ChatTokenizer(
+        tokenizer=tokenizer,
+        image_token=tokenizer.convert_ids_to_tokens(image_token_id),
+        image_token_id=image_token_id,
+        context_length=config.text_config.max_position_embeddings,
+        model_id=model_dir.resolve().name,
+    )
 
 
 def load_language_model(model_dir: Path) -> LanguageModelParts:
     model_dir = Path(model_dir)
+    chat = load_chat_tokenizer(model_dir)
     llava = _load_llava(model_dir)
     del llava.model.vision_tower  # text-only forward (pixel_values=None) never touches them
     del llava.model.multi_modal_projector
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    if tokenizer.chat_template is None:
-        tokenizer.chat_template = _processor_chat_template(model_dir)
-    image_token_id = llava.config.image_token_id
     return LanguageModelParts(
-        tokenizer=tokenizer,
+        tokenizer=chat.tokenizer,
         model=llava,
         embed_tokens=llava.get_input_embeddings(),
-        image_token=tokenizer.convert_ids_to_tokens(image_token_id),
-        image_token_id=image_token_id,
-        context_length=llava.config.text_config.max_position_embeddings,
-        model_id=model_dir.resolve().name,
+        image_token=chat.image_token,
+        image_token_id=chat.image_token_id,
+        context_length=chat.context_length,
+        model_id=chat.model_id,
     )
 
 

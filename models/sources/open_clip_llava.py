@@ -18,20 +18,23 @@ is used; the config's text tower is replaced by a stub before building so it cos
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import open_clip
 import torch
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from encoders.open_clip_tower import OpenClipTower, ProjectorMLP
 from encoders.vision_tower import weights_revision
 
-from ..language_model import LanguageModelParts
+from ..language_model import ChatTokenizer, LanguageModelParts
 
 NAME = "open_clip_llava"
 MANIFEST = "triptych_model.json"
@@ -40,7 +43,7 @@ PROJECTOR_WEIGHTS = "projector.safetensors"
 FORMAT_VERSION = 1
 
 # The text tower is never used here; build a minimal one instead of the configured one.
-_TEXT_STUB = {"context_length": 2, "vocab_size": 2, "width": 8, "heads": 1, "layers": 0}
+_TEXT_STUB = {"context_length": 2, "vocab_size": 2, "width": 8, "heads": 1, "layers": 1}
 
 
 def detect(model_dir: Path) -> bool:
@@ -71,10 +74,32 @@ def create_visual(
         # open_clip's own local format: open_clip_config.json {"model_cfg", "preprocess_cfg"}.
         config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
         (Path(tmp) / "open_clip_config.json").write_text(json.dumps(config))
-        model = open_clip.create_model(f"local-dir:{tmp}", load_weights=False, precision="fp32", device="cpu")
+        with _quiet_open_clip_weight_warnings():  # weights are loaded by the caller, on purpose
+            model = open_clip.create_model(
+                f"local-dir:{tmp}", load_weights=False, precision="fp32", device="cpu"
+            )
     resolved = open_clip.get_model_preprocess_cfg(model)
     visual = model.visual.eval()
     return visual, _jsonable(resolved)
+
+
+@contextlib.contextmanager
+def _quiet_open_clip_weight_warnings() -> Iterator[None]:
+    """Drop open_clip's "no pretrained weights loaded" root-logger warnings while building."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.WARNING
+            and "open_clip" in record.pathname
+            and "weights" in record.getMessage()
+        )
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def load_vision_tower(model_dir: Path) -> OpenClipTower:
@@ -90,29 +115,53 @@ def load_vision_tower(model_dir: Path) -> OpenClipTower:
     projector.load_state_dict(load_file(model_dir / PROJECTOR_WEIGHTS), strict=True)
 
     revision = weights_revision([model_dir / VISION_WEIGHTS, model_dir / PROJECTOR_WEIGHTS])
-    tower = OpenClipTower(visual, projector, preprocess_cfg, model_id=_model_id(model_dir, manifest), revision=revision)
+    tower = OpenClipTower(
+        visual, projector, preprocess_cfg, model_id=_model_id(model_dir, manifest), revision=revision
+    )
+    if manifest.get("num_patches", tower.num_patches) != tower.num_patches:
+        raise ValueError(
+            f"{model_dir / MANIFEST}: num_patches {manifest['num_patches']} but the config gives {tower.num_patches}"
+        )
     return tower.float().eval()
 
 
-def load_language_model(model_dir: Path) -> LanguageModelParts:
+def load_chat_tokenizer(model_dir: Path) -> ChatTokenizer:
     model_dir = Path(model_dir)
     manifest = read_manifest(model_dir)
-    lm_dir = model_dir / manifest.get("language_model", "language_model")
+    lm_dir = _language_model_dir(model_dir, manifest)
     tokenizer = AutoTokenizer.from_pretrained(lm_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32, local_files_only=True).eval()
     image_token = manifest.get("image_token", "<image>")
     image_token_id = tokenizer.convert_tokens_to_ids(image_token)
     if image_token_id is None or image_token_id == tokenizer.unk_token_id:
         raise ValueError(f"{lm_dir}: tokenizer has no {image_token!r} token")
-    return LanguageModelParts(
+    config = AutoConfig.from_pretrained(lm_dir, local_files_only=True)
+    return ChatTokenizer(
         tokenizer=tokenizer,
-        model=model,
-        embed_tokens=model.get_input_embeddings(),
         image_token=image_token,
         image_token_id=image_token_id,
-        context_length=model.config.max_position_embeddings,
+        context_length=config.max_position_embeddings,
         model_id=_model_id(model_dir, manifest),
     )
+
+
+def load_language_model(model_dir: Path) -> LanguageModelParts:
+    model_dir = Path(model_dir)
+    chat = load_chat_tokenizer(model_dir)
+    lm_dir = _language_model_dir(model_dir, read_manifest(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32, local_files_only=True).eval()
+    return LanguageModelParts(
+        tokenizer=chat.tokenizer,
+        model=model,
+        embed_tokens=model.get_input_embeddings(),
+        image_token=chat.image_token,
+        image_token_id=chat.image_token_id,
+        context_length=chat.context_length,
+        model_id=chat.model_id,
+    )
+
+
+def _language_model_dir(model_dir: Path, manifest: dict[str, Any]) -> Path:
+    return model_dir / manifest.get("language_model", "language_model")
 
 
 def _model_id(model_dir: Path, manifest: dict[str, Any]) -> str:

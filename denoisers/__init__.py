@@ -1,0 +1,22 @@
+"""Denoiser stage engine (plain PyTorch + diffusers, no Ray): text-to-image with named samplers.
+
+- ``engine``: DenoiserEngine (encode_prompt / denoise / decode), DenoiseJob, DenoiseCancelled
+- ``params``: ImageParams and its validation
+- ``samplers``: the sampler registry (``ddim``, ``euler``, ``dpmpp_2m``, ``unipc``, ``lcm``)
+"""
+
+from .engine import DenoiseCancelled, DenoiseJob, DenoiserEngine
+from .params import ImageParams, draw_seed, validate_image_params
+from .samplers import SAMPLERS, get_sampler, make_scheduler
+
+__all__ = [
+    "SAMPLERS",
+    "DenoiseCancelled",
+    "DenoiseJob",
+    "DenoiserEngine",
+    "ImageParams",
+    "draw_seed",
+    "get_sampler",
+    "make_scheduler",
+    "validate_image_params",
+]

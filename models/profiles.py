@@ -1,0 +1,58 @@
+"""Model profiles: ``TRIPTYCH_PROFILE`` names a set of checkpoints and which one serves chat.
+
+``PROFILES`` is the registry: a ``Profile`` knows the checkpoints it provides under the model root
+(``TRIPTYCH_MODEL_DIR``), creating them first if it generates them, and its default chat model.
+``tiny`` provides ``tiny-open-clip-llava`` (default) and ``tiny-hf-llava``. ``bench`` and ``toy``
+are one more entry each. A chat model may also be any checkpoint directory (a name under the model
+root, or a path), so a real LLaVA checkpoint needs no code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Profile:
+    models: tuple[str, ...]  # names of the checkpoints this profile provides
+    ensure: Callable[[Path], dict[str, Path]]  # model root -> {name: checkpoint dir}, created on demand
+    chat_model: str  # the default chat model, one of ``models``
+
+
+def _ensure_tiny(model_dir: Path) -> dict[str, Path]:
+    from .tiny import ensure_tiny_models
+
+    return ensure_tiny_models(model_dir)
+
+
+PROFILES: dict[str, Profile] = {
+    "tiny": Profile(
+        models=("tiny-open-clip-llava", "tiny-hf-llava"),
+        ensure=_ensure_tiny,
+        chat_model="tiny-open-clip-llava",
+    ),
+}
+
+
+def resolve_chat_model(profile: str, model_dir: Path | str, chat_model: str | None = None) -> Path:
+    """Directory of the chat checkpoint to serve.
+
+    ``chat_model`` None means the profile's default; otherwise it is a model name of the profile
+    (e.g. ``"tiny-hf-llava"``, created on demand), a directory name under ``model_dir``, or a path.
+    """
+    model_dir = Path(model_dir)
+    if profile not in PROFILES:
+        raise ValueError(f"unknown model profile {profile!r}; known profiles: {sorted(PROFILES)}")
+    spec = PROFILES[profile]
+    name = spec.chat_model if chat_model is None else chat_model
+    if name in spec.models:
+        return spec.ensure(model_dir)[name]
+    for candidate in (model_dir / name, Path(name).expanduser()):
+        if candidate.is_dir():
+            return candidate
+    raise ValueError(
+        f"unknown chat model {name!r} for profile {profile!r}: expected one of {list(spec.models)} "
+        f"or a checkpoint directory (absolute or under {model_dir})"
+    )

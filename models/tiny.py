@@ -1,0 +1,223 @@
+"""The ``tiny`` checkpoints: random weights from fixed seeds, built on first use in about a second.
+
+Two directories under ``root``, written with the real savers so the real loaders read them:
+
+- ``tiny-open-clip-llava`` (source ``open_clip_llava``): open_clip ViT, image 32, patch 8 ->
+  16 patches, width 64, 2 layers; MLP projector 64 -> 64; Llama 2 layers, hidden 64, context 512.
+- ``tiny-hf-llava`` (source ``hf_llava``): ``LlavaForConditionalGeneration`` with a CLIP vision
+  tower (image 32, patch 8, width 32, 3 layers, feature layer -2) and the same-shaped Llama, plus
+  a ``LlavaProcessor`` (CLIP image processor, tokenizer, chat template).
+
+Both share the locally trained chat tokenizer (``models.chat_tokenizer``). Building is
+deterministic (same bytes every time). Each model is built in a temporary directory next to its
+final place and renamed into it, so concurrent builders never expose a half-written directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+TINY_OPEN_CLIP_LLAVA = "tiny-open-clip-llava"
+TINY_HF_LLAVA = "tiny-hf-llava"
+RECIPE_VERSION = 1  # bump when a recipe changes; stale directories are then rebuilt
+MARKER = ".triptych_tiny.json"
+_BUILD_LOCK = threading.Lock()
+
+OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
+IMAGE_SIZE, PATCH_SIZE = 32, 8
+LM_HIDDEN = 64
+CONTEXT_LENGTH = 512
+
+
+def ensure_tiny_models(root: Path | str) -> dict[str, Path]:
+    """Create (once) and return ``{"tiny-open-clip-llava": path, "tiny-hf-llava": path}`` under ``root``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    return {name: _ensure(root, name, build) for name, build in _BUILDERS.items()}
+
+
+def _is_current(path: Path, name: str) -> bool:
+    try:
+        marker = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return marker == {"name": name, "recipe_version": RECIPE_VERSION}
+
+
+def _ensure(root: Path, name: str, build: Callable[[Path], None]) -> Path:
+    final = root / name
+    if _is_current(final, name):
+        return final
+    with _BUILD_LOCK:  # builders seed torch's global RNG: one at a time per process
+        if _is_current(final, name):
+            return final
+        _build_and_publish(root, name, build)
+    return final
+
+
+def _build_and_publish(root: Path, name: str, build: Callable[[Path], None]) -> None:
+    import torch
+
+    final = root / name
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+    try:
+        with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state untouched
+            build(tmp)
+        (tmp / MARKER).write_text(json.dumps({"name": name, "recipe_version": RECIPE_VERSION}))
+        _make_readable(tmp)
+        if final.exists() and not _is_current(final, name):  # stale recipe: move it aside, then drop it
+            stale = root / f".{name}.stale-{uuid.uuid4().hex[:8]}"
+            try:
+                os.rename(final, stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            except FileNotFoundError:
+                pass
+        try:
+            os.rename(tmp, final)  # atomic; fails if another process published first
+        except OSError:
+            if not _is_current(final, name):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _build_open_clip_llava(out: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    from encoders.open_clip_tower import ProjectorMLP
+
+    from .chat_tokenizer import build_chat_tokenizer
+    from .sources import open_clip_llava as src
+
+    tokenizer = build_chat_tokenizer()
+    open_clip_config = {
+        "embed_dim": 32,
+        "quick_gelu": False,
+        "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "width": 64, "layers": 2,
+                       "head_width": 16, "mlp_ratio": 2.0},
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1},
+    }  # fmt: skip
+    preprocess_cfg = {"size": IMAGE_SIZE, "mean": OPENAI_MEAN, "std": OPENAI_STD,
+                      "interpolation": "bicubic", "resize_mode": "squash", "fill_color": 0}  # fmt: skip
+
+    torch.manual_seed(0)
+    visual, _ = src.create_visual(open_clip_config, preprocess_cfg)
+    save_file(_contiguous(visual.state_dict()), out / src.VISION_WEIGHTS)
+    torch.manual_seed(1)
+    projector = ProjectorMLP(64, LM_HIDDEN)
+    save_file(_contiguous(projector.state_dict()), out / src.PROJECTOR_WEIGHTS)
+    torch.manual_seed(2)
+    language_model = _tiny_llama(len(tokenizer))
+    language_model.save_pretrained(out / "language_model")
+    tokenizer.save_pretrained(out / "language_model")
+
+    manifest = {
+        "source": src.NAME,
+        "format_version": src.FORMAT_VERSION,
+        "model_id": TINY_OPEN_CLIP_LLAVA,
+        "open_clip_config": open_clip_config,
+        "preprocess_cfg": preprocess_cfg,
+        "image_size": IMAGE_SIZE,
+        "num_patches": (IMAGE_SIZE // PATCH_SIZE) ** 2,
+        "projector": {"type": "mlp2x_gelu", "in_features": 64, "out_features": LM_HIDDEN},
+        "language_model": "language_model",
+        "image_token": "<image>",
+    }
+    (out / src.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def _build_hf_llava(out: Path) -> None:
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    from .chat_tokenizer import CHAT_TEMPLATE, IMAGE, build_chat_tokenizer
+
+    tokenizer = build_chat_tokenizer()
+    vision_config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=32,
+    )  # fmt: skip
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=_tiny_llama_config(len(tokenizer)),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE),
+        image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
+    )
+    torch.manual_seed(3)
+    LlavaForConditionalGeneration(config).eval().save_pretrained(out)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_mean=OPENAI_MEAN,
+        image_std=OPENAI_STD,
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # the [CLS] token
+        chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _tiny_llama_config(vocab_size: int):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=LM_HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=CONTEXT_LENGTH,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=3,
+        tie_word_embeddings=False,
+    )
+
+
+def _tiny_llama(vocab_size: int):
+    from transformers import LlamaForCausalLM
+
+    return LlamaForCausalLM(_tiny_llama_config(vocab_size)).eval()
+
+
+def _make_readable(path: Path) -> None:
+    """mkdtemp and some savers create owner-only files; the models are meant to be shared."""
+    for dirpath, _, filenames in os.walk(path):
+        os.chmod(dirpath, 0o755)
+        for filename in filenames:
+            os.chmod(os.path.join(dirpath, filename), 0o644)
+
+
+def _contiguous(state_dict: dict) -> dict:
+    return {k: v.detach().contiguous() for k, v in state_dict.items()}
+
+
+_BUILDERS: dict[str, Callable[[Path], None]] = {
+    TINY_OPEN_CLIP_LLAVA: _build_open_clip_llava,
+    TINY_HF_LLAVA: _build_hf_llava,
+}
