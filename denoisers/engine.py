@@ -236,7 +236,7 @@ class DenoiserEngine:
             raise ValueError("denoise_batch: jobs must share width, height, steps and sampler")
         sampler = get_sampler(first.sampler)
         scheduler = sampler.make_scheduler(self.scheduler_config)  # fresh: schedulers are stateful
-        scheduler.set_timesteps(first.steps, device=self.device)
+        sampler.set_timesteps(scheduler, first.steps, device=self.device)
         timesteps = scheduler.timesteps
         total = len(timesteps)
 

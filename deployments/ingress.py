@@ -1,8 +1,9 @@
 """`TriptychIngress`: the edge. HTTP (OpenAI-compatible, FastAPI) and gRPC (triptych.v1) in one
 deployment: parse + validate, run the workflow, map errors to 400 / INVALID_ARGUMENT naming the field.
+
+No `from __future__ import annotations` here: FastAPI must see real annotations (e.g. `Request`).
 """
 
-from __future__ import annotations
 
 import asyncio
 import json
@@ -30,6 +31,13 @@ from triptych.types import ChatUsage, TextDelta
 
 logger = logging.getLogger("triptych.ingress")
 http_app = FastAPI(title="Triptych", docs_url=None, redoc_url=None)
+
+
+async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
+    """Defined above the class: Serve's ingress wrapper pickles the class with the globals it sees."""
+    yield first
+    async for item in rest:
+        yield item
 
 
 @serve.deployment
@@ -136,9 +144,10 @@ class TriptychIngress:
             self._check_model(message.model)
             first, events = await self._start_chat(request)
         except RequestError as exc:
+            # Serve keeps a code set on the context when the method then raises.
             grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
             grpc_context.set_details(str(exc))
-            return
+            raise
         finish_reason = "stop"
         async for event in _prepend(first, events):
             if isinstance(event, ChatUsage):
@@ -150,9 +159,3 @@ class TriptychIngress:
 
     def Check(self, message) -> health_pb2.HealthCheckResponse:
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
-
-
-async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
-    yield first
-    async for item in rest:
-        yield item

@@ -26,7 +26,7 @@ def server(tmp_path_factory):
         http_port=free_port(),
         grpc_port=free_port(),
         # Small limits so the overload test can fill them; every other test stays below.
-        ingress=DeploymentOptions(num_cpus=0.1, max_ongoing_requests=3, max_queued_requests=2),
+        ingress=DeploymentOptions(num_cpus=0.1, max_ongoing_requests=4, max_queued_requests=4),
         vision_encoder=DeploymentOptions(num_cpus=0.2),
         llm_decoder=DeploymentOptions(num_cpus=0.2, max_ongoing_requests=8),
     )
@@ -207,7 +207,7 @@ def test_overload_is_rejected_fast_then_recovers(server, grpc_client):
             return await asyncio.gather(*(client.post(f"{server.http_url}/v1/chat/completions", json=payload)
                                           for _ in range(n)))
 
-    statuses = sorted(r.status_code for r in asyncio.run(fire(12)))
+    statuses = sorted(r.status_code for r in asyncio.run(fire(24)))
     assert 503 in statuses and 200 in statuses and set(statuses) <= {200, 503}
     _, last = grpc_chat(grpc_client, "after the storm", [], max_tokens=2)
     assert last.finish_reason in ("stop", "length")
