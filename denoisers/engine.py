@@ -33,6 +33,7 @@ from PIL import Image
 
 from triptych.errors import RequestError
 
+from .loop import denoising_loop
 from .params import DEFAULT_MAX_SIZE, DEFAULT_MAX_STEPS, ImageParams, validate_image_params
 from .samplers import get_sampler
 
@@ -230,6 +231,8 @@ class DenoiserEngine:
             return []
         for job in jobs:
             self.validate(job.params)
+            if job.cond.dim() != 2 or job.cond.shape != job.uncond.shape:
+                raise ValueError(f"cond and uncond must both be (T, D), got {job.cond.shape}, {job.uncond.shape}")
         first = jobs[0].params
         shared = (first.width, first.height, first.steps, first.sampler)
         if any((j.params.width, j.params.height, j.params.steps, j.params.sampler) != shared for j in jobs):
@@ -237,8 +240,6 @@ class DenoiserEngine:
         sampler = get_sampler(first.sampler)
         scheduler = sampler.make_scheduler(self.scheduler_config)  # fresh: schedulers are stateful
         sampler.set_timesteps(scheduler, first.steps, device=self.device)
-        timesteps = scheduler.timesteps
-        total = len(timesteps)
 
         noises, generators, conds, unconds, scales = [], [], [], [], []
         for job in jobs:
@@ -261,25 +262,25 @@ class DenoiserEngine:
         if sampler.stochastic:
             step_kwargs["generator"] = generators if len(generators) > 1 else generators[0]
 
+        def predict_noise(model_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            x = torch.cat([model_in, model_in]) if guided else model_in  # (2B or B, C, h, w)
+            eps = self.unet(x.to(dtype), t, encoder_hidden_states=context).sample.float()
+            if not guided:
+                return eps
+            eps_uncond, eps_cond = eps.chunk(2)  # (B, C, h, w) each
+            return eps_uncond + scale * (eps_cond - eps_uncond)
+
         cancelled: list[DenoiseCancelled | None] = [None] * len(jobs)
-        self.steps_run = 0
-        for i, t in enumerate(timesteps):
-            with torch.inference_mode():
-                model_in = torch.cat([latents, latents]) if guided else latents  # (2B or B, C, h, w)
-                model_in = scheduler.scale_model_input(model_in, t)
-                # DeepCache hook (cache_interval > 1) would go here: a UNet call that reuses the
-                # deep features of the last full step on the steps in between.
-                eps = self.unet(model_in.to(dtype), t, encoder_hidden_states=context).sample.float()
-                if guided:
-                    eps_uncond, eps_cond = eps.chunk(2)  # (B, C, h, w) each
-                    eps = eps_uncond + scale * (eps_cond - eps_uncond)
-                latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample  # (B, C, h, w)
-            self.steps_run = i + 1
+
+        def on_step(done: int, total: int) -> bool:
+            self.steps_run = done
             for k, job in enumerate(jobs):
-                if cancelled[k] is None and job.on_step is not None and job.on_step(i + 1, total) is False:
-                    cancelled[k] = DenoiseCancelled(i + 1, total)
-            if all(c is not None for c in cancelled):
-                break
+                if cancelled[k] is None and job.on_step is not None and job.on_step(done, total) is False:
+                    cancelled[k] = DenoiseCancelled(done, total)
+            return not all(c is not None for c in cancelled)  # stop once every job is cancelled
+
+        self.steps_run = 0
+        latents, _ = denoising_loop(scheduler, latents, predict_noise, step_kwargs=step_kwargs, on_step=on_step)
 
         results: list[torch.Tensor | DenoiseCancelled] = []
         start = 0

@@ -51,6 +51,12 @@ def serving(config: TriptychConfig, quiet: bool = False):
     from deployments.app import build_app
     from models.profiles import resolve_chat_model
 
+    if quiet:
+        logging.getLogger("ray").setLevel(logging.WARNING)
+        logging.getLogger("ray.serve").setLevel(logging.WARNING)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     chat_model_path = resolve_chat_model(config.profile, config.model_dir, config.chat_model)
     embedded = None
     redis_url = config.cache.redis_url
