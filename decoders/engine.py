@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from decoders.chat_template import ChatPromptBuilder
+from decoders.context import check_fits
 from decoders.detokenizer import IncrementalDetokenizer
 from decoders.sampling import check_sampling_params, make_generator, next_token
-from decoders.context import check_fits
 from triptych.types import SamplingParams, TextDelta
 
 if TYPE_CHECKING:

@@ -27,12 +27,19 @@ def _ensure_tiny(model_dir: Path) -> dict[str, Path]:
     return ensure_tiny_models(model_dir)
 
 
+def _ensure_bench(model_dir: Path) -> dict[str, Path]:
+    from .bench import ensure_bench_models
+
+    return ensure_bench_models(model_dir)
+
+
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(
         models=("tiny-open-clip-llava", "tiny-hf-llava"),
         ensure=_ensure_tiny,
         chat_model="tiny-open-clip-llava",
     ),
+    "bench": Profile(models=("bench-hf-llava",), ensure=_ensure_bench, chat_model="bench-hf-llava"),
 }
 
 

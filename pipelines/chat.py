@@ -14,6 +14,7 @@ from cache import EmbeddingCache, cache_key
 from decoders.chat_template import ChatPromptBuilder
 from decoders.context import check_fits
 from encoders.pruning import get_pruner, keep_count
+from pipelines.cached import cached_stage_call
 from pipelines.chat_request import ChatRequest
 from pipelines.stages import DecoderStage, VisionInfo, VisionStage
 from pipelines.timing import StageTimings
@@ -51,13 +52,10 @@ class ChatPipeline:
         check_fits(len(prompt_ids), request.sampling.max_tokens, decoder_info.context_length,
                    decoder_info.model_id, visual_tokens=len(images) * tokens_kept)
 
-        looked_up = await asyncio.gather(*(self._features(image, vision_info) for image in images))
-        for _, _, ms in looked_up:
-            for stage, value in ms.items():
-                timings.add(stage, value)
+        looked_up = await asyncio.gather(*(self._features(image, vision_info, timings) for image in images))
         with timings.stage("prune"):
             pruner = get_pruner(request.pruning_method)
-            embeds = [pruner(features, tokens_kept).tokens for features, _, _ in looked_up]  # [(K, D)]
+            embeds = [pruner(features, tokens_kept).tokens for features, _ in looked_up]  # [(K, D)]
 
         completion_tokens = 0
         async for delta in self._decoder.generate(prompt_ids, embeds, request.sampling):
@@ -70,22 +68,18 @@ class ChatPipeline:
             completion_tokens=completion_tokens,
             visual_tokens_in=tokens_in * len(images),
             visual_tokens_kept=tokens_kept * len(images),
-            cache_hit=bool(looked_up) and all(hit for _, hit, _ in looked_up),
+            cache_hit=bool(looked_up) and all(hit for _, hit in looked_up),
             timings_ms=timings.ms,
         )
 
-    async def _features(self, image: bytes, info: VisionInfo) -> tuple[VisionFeatures, bool, dict[str, float]]:
+    async def _features(
+        self, image: bytes, info: VisionInfo, timings: StageTimings
+    ) -> tuple[VisionFeatures, bool]:
         """Cached features of one image; the encoder runs only on a miss (once per key per replica)."""
         key = cache_key(VISION_CACHE_STAGE, info.model_id, info.revision, info.preprocess, image)
-        timings = StageTimings()
 
         async def encode() -> dict:
-            with timings.stage("encode"):
-                features = await self._vision.encode(image)
-            return features.to_tensors()
+            return (await self._vision.encode(image)).to_tensors()
 
-        with timings.stage("cache"):
-            tensors, hit = await self._cache.get_or_compute(key, encode)
-        timings.ms["cache"] = round(timings.ms["cache"] - timings.ms.get("encode", 0.0), 3)
-        return VisionFeatures.from_tensors(tensors), hit, timings.ms
-
+        tensors, hit = await cached_stage_call(self._cache, key, encode, "encode", timings)
+        return VisionFeatures.from_tensors(tensors), hit

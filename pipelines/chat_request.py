@@ -51,9 +51,9 @@ def validate_chat_request(request: ChatRequest, limits: Limits) -> None:
         raise RequestError(
             "messages", f"{image_count} images; at most {limits.max_images_per_request} per request are allowed"
         )
-    if not any(isinstance(p, TextPart) and p.text.strip() for m in request.messages for p in m.parts):
-        if image_count == 0:
-            raise RequestError("messages", "contain no text and no image")
+    has_text = any(isinstance(p, TextPart) and p.text.strip() for m in request.messages for p in m.parts)
+    if not has_text and image_count == 0:
+        raise RequestError("messages", "contain no text and no image")
     _validate_sampling(request.sampling, limits)
     get_pruner(request.pruning_method)
     if not 0.0 < request.visual_token_keep_ratio <= 1.0:

@@ -62,8 +62,8 @@ def test_models_and_health(server, openai_client, grpc_client):
 
 def test_openai_stream_matches_non_stream_and_reports_usage(server, openai_client):
     image = image_bytes((10, 200, 30))
-    kwargs = dict(model=server.chat_model_path.name, messages=[user_message("what colour?", image)],
-                  max_tokens=12, temperature=0)
+    kwargs = {"model": server.chat_model_path.name, "messages": [user_message("what colour?", image)],
+              "max_tokens": 12, "temperature": 0}
     full = openai_client.chat.completions.create(**kwargs)
     chunks = list(openai_client.chat.completions.create(
         **kwargs, stream=True, stream_options={"include_usage": True}))
@@ -188,7 +188,7 @@ def test_grpc_bad_input_is_invalid_argument(grpc_client, options, images, field)
         list(grpc_client.chat("q", images, **options))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().startswith(field)
-    text, last = grpc_chat(grpc_client, "still there?", [], max_tokens=2)
+    _, last = grpc_chat(grpc_client, "still there?", [], max_tokens=2)
     assert last.finish_reason in ("stop", "length")
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from triptych.config import TriptychConfig
 
 
-
 def _config(args: argparse.Namespace) -> TriptychConfig:
     overrides = {k: v for k, v in (("profile", args.profile), ("model_dir", args.model_dir),
                                    ("http_port", args.http_port), ("grpc_port", args.grpc_port)) if v}

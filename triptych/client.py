@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Self
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,7 +21,7 @@ class TriptychClient:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._timeout_s = timeout_s
 
-    def __enter__(self) -> "TriptychClient":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -26,7 +26,7 @@ class DeploymentOptions(_Frozen):
     max_queued_requests: int = Field(16, ge=-1)  # -1 = unbounded (Serve's default)
 
     @model_validator(mode="after")
-    def _check_replicas(self) -> "DeploymentOptions":
+    def _check_replicas(self) -> DeploymentOptions:
         if self.max_replicas < self.min_replicas:
             raise ValueError("max_replicas must be >= min_replicas")
         return self

@@ -21,7 +21,7 @@ class VisionFeatures:
         return {"tokens": self.tokens, "cls_attention": self.cls_attention}
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "VisionFeatures":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> VisionFeatures:
         return cls(tokens=tensors["tokens"], cls_attention=tensors["cls_attention"])
 
 
