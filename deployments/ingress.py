@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import contextmanager
 
 import grpc
 from fastapi import FastAPI, Request
@@ -20,17 +21,44 @@ from ray.serve.handle import DeploymentHandle
 from cache import EmbeddingCache
 from decoders.chat_template import ChatPromptBuilder
 from deployments.grpc_chat import chat_request_from_proto, delta_to_proto, usage_to_proto
+from deployments.grpc_images import image_event_to_proto, image_request_from_proto
 from deployments.openai_chat import CompletionIds, error_body, parse_chat_body
-from deployments.stage_clients import ServeDecoderStage, ServeVisionStage
+from deployments.openai_images import images_body, parse_image_body
+from deployments.stage_clients import (
+    ServeDecoderStage,
+    ServeDenoiserStage,
+    ServeTextEncoderStage,
+    ServeVisionStage,
+)
 from models import load_chat_tokenizer
 from pipelines.chat import ChatPipeline
 from pipelines.chat_request import ChatRequest, validate_chat_request
+from pipelines.image_request import ImageRequest, validate_image_request
+from pipelines.text_to_image import TextToImagePipeline
 from triptych.config import TriptychConfig
 from triptych.errors import RequestError
-from triptych.types import ChatUsage, TextDelta
+from triptych.types import ChatUsage, ImageProgress, ImageResult, TextDelta
 
 logger = logging.getLogger("triptych.ingress")
 http_app = FastAPI(title="Triptych", docs_url=None, redoc_url=None)
+
+
+@contextmanager
+def _invalid_argument_on_request_error(grpc_context):
+    """Serve keeps a status code set on the context when the method then raises."""
+    try:
+        yield
+    except RequestError as exc:
+        grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+        grpc_context.set_details(str(exc))
+        raise
+
+
+def _json_body(raw: bytes):
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise RequestError("body", f"is not valid JSON ({exc})") from None
 
 
 async def _prepend(first, rest: AsyncIterator) -> AsyncIterator:
@@ -47,12 +75,16 @@ class TriptychIngress:
         self,
         vision_encoder: DeploymentHandle,
         llm_decoder: DeploymentHandle,
+        text_encoder: DeploymentHandle,
+        denoiser: DeploymentHandle,
         config: TriptychConfig,
         chat_model_path: str,
+        image_model_path: str,
         redis_url: str | None,
     ):
         self._config = config
         self._model_name = chat_model_path.rstrip("/").rsplit("/", 1)[-1]
+        self._image_model_name = image_model_path.rstrip("/").rsplit("/", 1)[-1]
         self._cache = EmbeddingCache(
             redis_url if config.cache.enabled else None,
             ttl_s=config.cache.ttl_s,
@@ -65,6 +97,9 @@ class TriptychIngress:
             self._cache,
             ChatPromptBuilder(tokenizer.tokenizer, tokenizer.image_token, tokenizer.image_token_id),
         )
+        self._images = TextToImagePipeline(
+            ServeTextEncoderStage(text_encoder), ServeDenoiserStage(denoiser), self._cache
+        )
 
     # ---- shared -------------------------------------------------------------------------------
 
@@ -74,9 +109,15 @@ class TriptychIngress:
         events = self._chat.run(request)
         return await anext(events), events
 
-    def _check_model(self, model: object) -> None:
-        if model not in (None, "", self._model_name):
-            raise RequestError("model", f"unknown model {model!r}; this server serves {self._model_name!r}")
+    async def _start_images(self, request: ImageRequest) -> tuple[ImageProgress | ImageResult, AsyncIterator]:
+        validate_image_request(request, self._config.images.max_size)
+        events = self._images.run(request)
+        return await anext(events), events
+
+    @staticmethod
+    def _check_model(model: object, served: str) -> None:
+        if model not in (None, "", served):
+            raise RequestError("model", f"unknown model {model!r}; this endpoint serves {served!r}")
 
     def cache_stats(self) -> dict:
         return self._cache.stats().as_dict()
@@ -90,17 +131,29 @@ class TriptychIngress:
     @http_app.get("/v1/models")
     def models(self) -> dict:
         return {"object": "list", "data": [
-            {"id": self._model_name, "object": "model", "created": 0, "owned_by": "triptych"}]}
+            {"id": name, "object": "model", "created": 0, "owned_by": "triptych"}
+            for name in (self._model_name, self._image_model_name)]}
+
+    @http_app.post("/v1/images/generations")
+    async def images_generations(self, raw: Request):
+        try:
+            body = _json_body(await raw.body())
+            request = parse_image_body(body, self._config.images)
+            self._check_model(body.get("model"), self._image_model_name)
+            first, events = await self._start_images(request)
+        except RequestError as exc:
+            return JSONResponse(error_body(exc.message, exc.field), status_code=400)
+        async for event in _prepend(first, events):
+            if isinstance(event, ImageResult):
+                return images_body(event)
+        raise RuntimeError("the text-to-image workflow ended without a result")
 
     @http_app.post("/v1/chat/completions")
     async def chat_completions(self, raw: Request):
         try:
-            try:
-                body = json.loads(await raw.body())
-            except ValueError as exc:
-                raise RequestError("body", f"is not valid JSON ({exc})") from None
+            body = _json_body(await raw.body())
             request, stream, include_usage = parse_chat_body(body, self._config.chat)
-            self._check_model(body.get("model"))
+            self._check_model(body.get("model"), self._model_name)
             first, events = await self._start_chat(request)
         except RequestError as exc:
             return JSONResponse(error_body(exc.message, exc.field), status_code=400)
@@ -139,15 +192,10 @@ class TriptychIngress:
     # ---- gRPC (method names match triptych.v1.Triptych and grpc.health.v1.Health) -------------
 
     async def Chat(self, message, grpc_context):
-        try:
+        with _invalid_argument_on_request_error(grpc_context):
             request = chat_request_from_proto(message, self._config.chat)
-            self._check_model(message.model)
+            self._check_model(message.model, self._model_name)
             first, events = await self._start_chat(request)
-        except RequestError as exc:
-            # Serve keeps a code set on the context when the method then raises.
-            grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
-            grpc_context.set_details(str(exc))
-            raise
         finish_reason = "stop"
         async for event in _prepend(first, events):
             if isinstance(event, ChatUsage):
@@ -156,6 +204,13 @@ class TriptychIngress:
                 finish_reason = event.finish_reason or finish_reason
                 if event.text:
                     yield delta_to_proto(event)
+
+    async def GenerateImage(self, message, grpc_context):
+        with _invalid_argument_on_request_error(grpc_context):
+            request = image_request_from_proto(message, self._config.images)
+            first, events = await self._start_images(request)
+        async for event in _prepend(first, events):
+            yield image_event_to_proto(event)
 
     def Check(self, message) -> health_pb2.HealthCheckResponse:
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)

@@ -7,6 +7,7 @@ import time
 import uuid
 from typing import Any
 
+from deployments.json_fields import number_field, string_field
 from encoders.data_url import decode_image_url
 from pipelines.chat_request import ChatRequest
 from triptych.config import ChatDefaults
@@ -23,16 +24,16 @@ def parse_chat_body(body: Any, defaults: ChatDefaults) -> tuple[ChatRequest, boo
         raise RequestError("messages", "must be a non-empty list of messages")
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     sampling = SamplingParams(
-        max_tokens=_number(max_tokens, "max_tokens", int, defaults.max_tokens),
-        temperature=_number(body.get("temperature"), "temperature", float, defaults.temperature),
-        top_p=_number(body.get("top_p"), "top_p", float, defaults.top_p),
-        seed=_number(body.get("seed"), "seed", int, None),
+        max_tokens=number_field(max_tokens, "max_tokens", int, defaults.max_tokens),
+        temperature=number_field(body.get("temperature"), "temperature", float, defaults.temperature),
+        top_p=number_field(body.get("top_p"), "top_p", float, defaults.top_p),
+        seed=number_field(body.get("seed"), "seed", int, None),
     )
     request = ChatRequest(
         messages=tuple(_message(m, f"messages[{i}]") for i, m in enumerate(messages)),
         sampling=sampling,
-        pruning_method=_string(body.get("pruning_method"), "pruning_method", defaults.pruning_method),
-        visual_token_keep_ratio=_number(
+        pruning_method=string_field(body.get("pruning_method"), "pruning_method", defaults.pruning_method),
+        visual_token_keep_ratio=number_field(
             body.get("visual_token_keep_ratio"), "visual_token_keep_ratio", float,
             defaults.visual_token_keep_ratio,
         ),
@@ -63,7 +64,7 @@ def _message(raw: Any, field: str) -> ChatMessage:
 def _part(raw: Any, field: str) -> TextPart | ImagePart:
     kind = raw.get("type") if isinstance(raw, dict) else None
     if kind == "text":
-        return TextPart(_string(raw.get("text"), f"{field}.text", None))
+        return TextPart(string_field(raw.get("text"), f"{field}.text", None))
     if kind == "image_url":
         image_url = raw.get("image_url")
         url = image_url.get("url") if isinstance(image_url, dict) else image_url
@@ -71,24 +72,6 @@ def _part(raw: Any, field: str) -> TextPart | ImagePart:
             raise RequestError(f"{field}.image_url.url", "must be a string (a data: URL)")
         return ImagePart(decode_image_url(url, f"{field}.image_url.url"))
     raise RequestError(f"{field}.type", f"{kind!r} is not a supported content part; use 'text' or 'image_url'")
-
-
-def _number(value: Any, field: str, kind: type, default: Any) -> Any:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(field, f"must be a number, got {type(value).__name__}")
-    if kind is int and (not float(value).is_integer()):
-        raise RequestError(field, "must be an integer")
-    return kind(value)
-
-
-def _string(value: Any, field: str, default: str | None) -> str:
-    if value is None and default is not None:
-        return default
-    if not isinstance(value, str):
-        raise RequestError(field, "must be a string")
-    return value
 
 
 def error_body(message: str, param: str | None, kind: str = "invalid_request_error", code: str | None = None) -> dict:

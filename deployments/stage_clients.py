@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Sequence
 import torch
 from ray.serve.handle import DeploymentHandle
 
-from pipelines.stages import DecoderInfo, VisionInfo
-from triptych.types import SamplingParams, TextDelta, VisionFeatures
+from denoisers.params import ImageParams
+from pipelines.stages import DecoderInfo, TextEncoderInfo, VisionInfo
+from triptych.types import GeneratedImages, ImageProgress, SamplingParams, TextDelta, VisionFeatures
 
 
 class _Memo:
@@ -51,8 +52,39 @@ class ServeDecoderStage:
         self, prompt_ids: list[int], image_embeds: Sequence[torch.Tensor], params: SamplingParams
     ) -> AsyncIterator[TextDelta]:
         stream = self._handle.options(stream=True).generate.remote(prompt_ids, list(image_embeds), params)
-        try:
-            async for delta in stream:
-                yield delta
-        finally:
-            stream.cancel()  # the client went away or we finished: stop the decoder's loop
+        async for delta in _cancel_on_exit(stream):
+            yield delta
+
+
+class ServeTextEncoderStage:
+    def __init__(self, handle: DeploymentHandle):
+        self._handle = handle
+        self._info = _Memo(handle)
+
+    async def info(self) -> TextEncoderInfo:
+        return await self._info.get()
+
+    async def encode(self, text: str, field: str) -> torch.Tensor:
+        return await self._handle.encode.remote(text, field)
+
+
+class ServeDenoiserStage:
+    def __init__(self, handle: DeploymentHandle):
+        self._handle = handle
+
+    async def generate(
+        self, cond: torch.Tensor, uncond: torch.Tensor, params: ImageParams
+    ) -> AsyncIterator[ImageProgress | GeneratedImages]:
+        stream = self._handle.options(stream=True).generate.remote(cond, uncond, params)
+        async for event in _cancel_on_exit(stream):
+            yield event
+
+
+async def _cancel_on_exit(stream) -> AsyncIterator:
+    """Relay a streaming response; if we stop early (the client went away), cancel the remote
+    generator so the stage stops its loop instead of computing for nobody."""
+    try:
+        async for item in stream:
+            yield item
+    finally:
+        stream.cancel()

@@ -19,27 +19,36 @@ class Profile:
     models: tuple[str, ...]  # names of the checkpoints this profile provides
     ensure: Callable[[Path], dict[str, Path]]  # model root -> {name: checkpoint dir}, created on demand
     chat_model: str  # the default chat model, one of ``models``
+    image_model: str  # the default text-to-image model, one of ``models``
 
 
 def _ensure_tiny(model_dir: Path) -> dict[str, Path]:
     from .tiny import ensure_tiny_models
+    from .tiny_diffusion import ensure_tiny_diffusion
 
-    return ensure_tiny_models(model_dir)
+    return {**ensure_tiny_models(model_dir), "tiny-sd": ensure_tiny_diffusion(model_dir)}
 
 
 def _ensure_bench(model_dir: Path) -> dict[str, Path]:
     from .bench import ensure_bench_models
+    from .tiny_diffusion import ensure_tiny_diffusion
 
-    return ensure_bench_models(model_dir)
+    return {**ensure_bench_models(model_dir), "tiny-sd": ensure_tiny_diffusion(model_dir)}
 
 
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(
-        models=("tiny-open-clip-llava", "tiny-hf-llava"),
+        models=("tiny-open-clip-llava", "tiny-hf-llava", "tiny-sd"),
         ensure=_ensure_tiny,
         chat_model="tiny-open-clip-llava",
+        image_model="tiny-sd",
     ),
-    "bench": Profile(models=("bench-hf-llava",), ensure=_ensure_bench, chat_model="bench-hf-llava"),
+    "bench": Profile(
+        models=("bench-hf-llava", "tiny-sd"),
+        ensure=_ensure_bench,
+        chat_model="bench-hf-llava",
+        image_model="tiny-sd",
+    ),
 }
 
 
@@ -49,17 +58,29 @@ def resolve_chat_model(profile: str, model_dir: Path | str, chat_model: str | No
     ``chat_model`` None means the profile's default; otherwise it is a model name of the profile
     (e.g. ``"tiny-hf-llava"``, created on demand), a directory name under ``model_dir``, or a path.
     """
-    model_dir = Path(model_dir)
+    spec = _profile(profile)
+    return _resolve(spec, profile, Path(model_dir), spec.chat_model if chat_model is None else chat_model)
+
+
+def resolve_image_model(profile: str, model_dir: Path | str, image_model: str | None = None) -> Path:
+    """Directory of the text-to-image (Stable-Diffusion-format) checkpoint to serve; as above."""
+    spec = _profile(profile)
+    return _resolve(spec, profile, Path(model_dir), spec.image_model if image_model is None else image_model)
+
+
+def _profile(profile: str) -> Profile:
     if profile not in PROFILES:
         raise ValueError(f"unknown model profile {profile!r}; known profiles: {sorted(PROFILES)}")
-    spec = PROFILES[profile]
-    name = spec.chat_model if chat_model is None else chat_model
+    return PROFILES[profile]
+
+
+def _resolve(spec: Profile, profile: str, model_dir: Path, name: str) -> Path:
     if name in spec.models:
         return spec.ensure(model_dir)[name]
     for candidate in (model_dir / name, Path(name).expanduser()):
         if candidate.is_dir():
             return candidate
     raise ValueError(
-        f"unknown chat model {name!r} for profile {profile!r}: expected one of {list(spec.models)} "
+        f"unknown model {name!r} for profile {profile!r}: expected one of {list(spec.models)} "
         f"or a checkpoint directory (absolute or under {model_dir})"
     )

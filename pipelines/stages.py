@@ -8,7 +8,8 @@ from typing import Protocol
 
 import torch
 
-from triptych.types import SamplingParams, TextDelta, VisionFeatures
+from denoisers.params import ImageParams
+from triptych.types import GeneratedImages, ImageProgress, SamplingParams, TextDelta, VisionFeatures
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,22 @@ class DecoderStage(Protocol):
     def generate(
         self, prompt_ids: list[int], image_embeds: Sequence[torch.Tensor], params: SamplingParams
     ) -> AsyncIterator[TextDelta]: ...
+
+
+@dataclass(frozen=True)
+class TextEncoderInfo:
+    model_id: str
+    revision: str
+    tokenizer_id: str
+
+
+class TextEncoderStage(Protocol):
+    async def info(self) -> TextEncoderInfo: ...
+
+    async def encode(self, text: str, field: str) -> torch.Tensor: ...  # (T, D)
+
+
+class DenoiserStage(Protocol):
+    def generate(
+        self, cond: torch.Tensor, uncond: torch.Tensor, params: ImageParams
+    ) -> AsyncIterator[ImageProgress | GeneratedImages]: ...

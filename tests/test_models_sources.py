@@ -8,7 +8,7 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 import models
-from models.profiles import PROFILES, resolve_chat_model
+from models.profiles import PROFILES, resolve_chat_model, resolve_image_model
 from models.tiny import ensure_tiny_models
 
 
@@ -113,7 +113,8 @@ def test_profiles(model_dirs, tmp_path):
     assert resolve_chat_model("tiny", root) == model_dirs["tiny-open-clip-llava"]
     assert resolve_chat_model("tiny", root, "tiny-hf-llava") == model_dirs["tiny-hf-llava"]
     assert resolve_chat_model("tiny", root, "tiny-open-clip-llava") == model_dirs["tiny-open-clip-llava"]
-    assert set(PROFILES["tiny"].models) == set(model_dirs)
+    assert set(PROFILES["tiny"].models) == {*model_dirs, "tiny-sd"}
+    assert resolve_image_model("tiny", root).name == "tiny-sd"
     # any checkpoint directory: a path, or a name under the model root; nothing is generated for it
     custom = tmp_path / "my-llava"
     custom.mkdir()
@@ -122,7 +123,7 @@ def test_profiles(model_dirs, tmp_path):
     assert not (tmp_path / "empty").exists()
     with pytest.raises(ValueError, match="unknown model profile 'nope'"):
         resolve_chat_model("nope", tmp_path)
-    with pytest.raises(ValueError, match="unknown chat model 'missing'"):
+    with pytest.raises(ValueError, match="unknown model 'missing'"):
         resolve_chat_model("tiny", tmp_path, "missing")
 
 

@@ -1,5 +1,6 @@
 """End to end: Ray Serve with VisionEncoder, LLMDecoder and the ingress, over HTTP (official
-`openai` client) and gRPC, on the `tiny` profile with an embedded Redis. Serve starts once here."""
+`openai` client) and gRPC, on the `tiny` profile with an embedded Redis (the `server` fixture in
+conftest.py starts it once per test session)."""
 
 from __future__ import annotations
 
@@ -9,40 +10,9 @@ import json
 import grpc
 import httpx
 import pytest
-from openai import OpenAI
 
-from tests.serving import data_url, free_port, image_bytes, user_message
-from triptych.client import TriptychClient
-from triptych.config import DeploymentOptions, TriptychConfig
-from triptych.server import serving
+from tests.serving import data_url, image_bytes, user_message
 from triptych.v1 import triptych_pb2 as pb
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    config = TriptychConfig(
-        profile="tiny",
-        model_dir=tmp_path_factory.mktemp("models"),
-        http_port=free_port(),
-        grpc_port=free_port(),
-        # Small limits so the overload test can fill them; every other test stays below.
-        ingress=DeploymentOptions(num_cpus=0.1, max_ongoing_requests=4, max_queued_requests=4),
-        vision_encoder=DeploymentOptions(num_cpus=0.2),
-        llm_decoder=DeploymentOptions(num_cpus=0.2, max_ongoing_requests=8),
-    )
-    with serving(config, quiet=True) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def openai_client(server):
-    return OpenAI(base_url=f"{server.http_url}/v1", api_key="unused", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def grpc_client(server):
-    with TriptychClient(server.grpc_target) as client:
-        yield client
 
 
 def images_encoded(server) -> int:

@@ -51,3 +51,8 @@ class TriptychClient:
 
     def chat_request(self, request: pb.ChatRequest) -> Iterator[pb.ChatResponse]:
         return self._stub.Chat(request, timeout=self._timeout_s)
+
+    def generate_image(self, request: pb.GenerateImageRequest) -> Iterator[pb.GenerateImageResponse]:
+        """Stream progress events, then one result with the PNG(s). `cancel()` the returned
+        iterator to stop the server's denoising loop."""
+        return self._stub.GenerateImage(request, timeout=self._timeout_s)

@@ -71,6 +71,18 @@ class ChatDefaults(_Frozen):
     visual_token_keep_ratio: float = Field(1.0, gt=0, le=1)
 
 
+class ImageDefaults(_Frozen):
+    """Text-to-image defaults: a few-step sampler (see README's benchmark for why)."""
+
+    width: int = Field(64, ge=8)
+    height: int = Field(64, ge=8)
+    max_size: int = Field(512, ge=8)  # largest width / height accepted
+    steps: int = Field(8, ge=1)
+    sampler: str = "dpmpp_2m"
+    guidance_scale: float = Field(5.0, ge=0)
+    cache_interval: int = Field(1, ge=1)
+
+
 class CacheOptions(_Frozen):
     redis_url: str | None = None  # None = an embedded Redis started by `triptych serve`
     enabled: bool = True
@@ -87,15 +99,20 @@ class TriptychConfig(_Frozen):
         default_factory=lambda: Path(os.environ.get("TRIPTYCH_MODEL_DIR", DEFAULT_MODEL_DIR))
     )
     chat_model: str | None = None  # a model name in model_dir or a path; None = the profile's
+    image_model: str | None = None  # likewise for text-to-image
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 9000
     ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.1, max_ongoing_requests=32, max_queued_requests=64)
     vision_encoder: DeploymentOptions = DeploymentOptions(max_replicas=2)
     llm_decoder: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=4)
+    text_encoder: DeploymentOptions = DeploymentOptions(num_cpus=0.1)
+    denoiser: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=8)
     encoder_batch: BatchOptions = BatchOptions()
+    denoiser_batch: BatchOptions = BatchOptions(max_batch_size=4, batch_wait_timeout_s=0.02)
     limits: Limits = Limits()
     chat: ChatDefaults = ChatDefaults()
+    images: ImageDefaults = ImageDefaults()
     cache: CacheOptions = Field(
         default_factory=lambda: CacheOptions(redis_url=os.environ.get("REDIS_URL") or None)
     )

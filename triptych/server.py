@@ -22,6 +22,7 @@ RUNTIME_ENV_VARS = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZ
 class RunningServer:
     config: TriptychConfig
     chat_model_path: Path
+    image_model_path: Path
     redis_url: str | None
     http_url: str
     grpc_target: str
@@ -49,7 +50,7 @@ def serving(config: TriptychConfig, quiet: bool = False):
 
     from cache import EmbeddedRedis
     from deployments.app import build_app
-    from models.profiles import resolve_chat_model
+    from models.profiles import resolve_chat_model, resolve_image_model
 
     if quiet:
         logging.getLogger("ray").setLevel(logging.WARNING)
@@ -58,6 +59,7 @@ def serving(config: TriptychConfig, quiet: bool = False):
 
         hf_logging.disable_progress_bar()
     chat_model_path = resolve_chat_model(config.profile, config.model_dir, config.chat_model)
+    image_model_path = resolve_image_model(config.profile, config.model_dir, config.image_model)
     embedded = None
     redis_url = config.cache.redis_url
     if config.cache.enabled and redis_url is None:
@@ -78,10 +80,11 @@ def serving(config: TriptychConfig, quiet: bool = False):
             grpc_options=gRPCOptions(port=config.grpc_port, grpc_servicer_functions=GRPC_SERVICERS),
             logging_config={"log_level": "WARNING"} if quiet else None,
         )
-        serve.run(build_app(config, chat_model_path, redis_url), name=APP_NAME, route_prefix="/")
+        serve.run(build_app(config, chat_model_path, image_model_path, redis_url), name=APP_NAME, route_prefix="/")
         yield RunningServer(
             config=config,
             chat_model_path=chat_model_path,
+            image_model_path=image_model_path,
             redis_url=redis_url,
             http_url=f"http://{config.http_host}:{config.http_port}",
             grpc_target=f"127.0.0.1:{config.grpc_port}",

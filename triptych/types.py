@@ -75,3 +75,31 @@ class ChatUsage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class ImageProgress:
+    """One denoising step finished (streamed to clients as a progress event)."""
+
+    step: int  # steps done, 1..total_steps
+    total_steps: int
+    elapsed_ms: float
+
+
+@dataclass(frozen=True)
+class GeneratedImages:
+    """What the denoiser stage returns at the end: PNG files and the seed of each image."""
+
+    pngs: tuple[bytes, ...]
+    seeds: tuple[int, ...]
+    timings_ms: dict[str, float] = field(default_factory=dict)  # "denoise", "vae_decode"
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """The final event of a text-to-image workflow."""
+
+    pngs: tuple[bytes, ...]
+    seeds: tuple[int, ...]
+    cache_hit: bool  # prompt and negative prompt embeddings both came from the cache
+    timings_ms: dict[str, float] = field(default_factory=dict)

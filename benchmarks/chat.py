@@ -1,0 +1,443 @@
+"""Image-text chat benchmark: ``python -m benchmarks.chat [--quick] [--repeats N] [--json PATH]``.
+
+One run, one machine, the ``bench`` profile (576 visual tokens per image; ``--quick``: ``tiny``).
+The request is one user turn, an image plus "Describe the picture.", greedy, ``max_tokens`` fixed
+(the bench checkpoint never emits EOS, so every path generates the same number of tokens). After
+one warm-up round, each round runs every path once, round-robin, so a noisy shared machine slows
+all paths alike; tables quote medians over the rounds.
+
+Paths (each one request at a time, same prompt ids, same threads per engine):
+
+- ``serve_miss`` / ``serve_hit``: through Ray Serve with the gRPC client (``triptych.server.serving``,
+  embedded Redis); a fresh image per miss round, one already-cached image for hits.
+- ``local_miss`` / ``local_hit``: the same ``ChatPipeline`` in this process over the engines
+  (``pipelines.local_stages``), the same Redis, with the ingress's request validation: everything
+  Serve runs, minus Serve (proxy, gRPC, handles, replica hops, serialisation).
+- ``engine``: ``LLMEngine.generate`` alone, the image's features already in hand (no cache, no pipeline).
+- ``transformers``: what a user would otherwise write: ``LlavaProcessor`` on the decoded image, then
+  ``LlavaForConditionalGeneration.generate`` with a streamer (no cache: every request encodes).
+
+Definitions (caller's wall clock): TTFT = request start -> first non-empty text chunk; total =
+request start -> end of stream; decode tok/s = (completion tokens - 1) / (total - TTFT).
+Serve overhead = Serve path minus the matching in-process pipeline path (hit with hit, miss with
+miss). Encoder throughput = images/s of ``VisionEncoderEngine.encode`` on 8 decoded images, one
+call per image (batch 1) vs one call for all 8 (batch 8), in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.chat_paths import (
+    QUESTION,
+    Run,
+    TransformersBaseline,
+    chat_request,
+    encoder_rate,
+    engine_once,
+    free_port,
+    photo_bytes,
+    pipeline_once,
+    serve_once,
+)
+from benchmarks.report import Samples, load_average, machine_summary, markdown_table
+
+ENCODER_IMAGES = 8
+PATHS = {
+    "serve_miss": "Serve gRPC, cache miss",
+    "serve_hit": "Serve gRPC, cache hit",
+    "local_miss": "in-process ChatPipeline, cache miss",
+    "local_hit": "in-process ChatPipeline, cache hit",
+    "engine": "in-process LLMEngine, features given",
+    "transformers": "transformers Llava generate (baseline)",
+}
+
+
+@dataclass
+class PathStats:
+    ttft_ms: Samples = field(default_factory=Samples)
+    total_ms: Samples = field(default_factory=Samples)
+    decode_tok_s: Samples = field(default_factory=Samples)
+    tokens: list[int] = field(default_factory=list)
+    stages_ms: dict[str, Samples] = field(default_factory=dict)
+
+    def add(self, run: Run) -> None:
+        self.ttft_ms.add(run.ttft_s * 1000)
+        self.total_ms.add(run.total_s * 1000)
+        self.decode_tok_s.add(run.decode_tok_s)
+        self.tokens.append(run.tokens)
+        for stage, ms in run.stages_ms.items():
+            self.stages_ms.setdefault(stage, Samples()).add(ms)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ttft_ms": self.ttft_ms.median,
+            "total_ms": self.total_ms.median,
+            "decode_tok_s": self.decode_tok_s.median,
+            "tokens": self.tokens,
+            "stages_ms": {k: v.median for k, v in sorted(self.stages_ms.items())},
+            "samples": {"ttft_ms": self.ttft_ms.values, "total_ms": self.total_ms.values},
+        }
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.chat", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny profile (tiny-hf-llava), 1 round, max_tokens 8: a smoke run in seconds",
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="measured rounds (default 5; quick 1)")
+    parser.add_argument(
+        "--max-tokens", type=int, default=None, help="tokens per request (default 32; quick 8)"
+    )
+    parser.add_argument("--profile", default=None, help="model profile (default bench; quick tiny)")
+    parser.add_argument("--model", default=None, help="chat model of the profile or a checkpoint dir")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="model root (default TRIPTYCH_MODEL_DIR or ~/.cache/triptych/models)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per engine, in-process and in Serve replicas (default: all cores)",
+    )
+    parser.add_argument("--no-serve", action="store_true", help="skip the Serve paths (no Ray)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.repeats = args.repeats or (1 if quick else 5)
+    args.max_tokens = args.max_tokens or (8 if quick else 32)
+    args.profile = args.profile or ("tiny" if quick else "bench")
+    if args.model is None and args.profile == "tiny":
+        args.model = "tiny-hf-llava"  # the transformers baseline needs a Llava checkpoint
+    if args.repeats < 1 or args.max_tokens < 2:
+        parser.error("--repeats must be >= 1 and --max-tokens >= 2")
+    return args
+
+
+def _configure(threads: int | None) -> int:
+    """Offline, quiet, and the same torch thread count here and in Serve replicas (inherited env)."""
+    for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_AUTH_MODE": "disabled",
+                       "TOKENIZERS_PARALLELISM": "false"}.items():  # fmt: skip
+        os.environ.setdefault(key, value)
+    if threads is None:
+        threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    # Ray gives a replica with fractional num_cpus OMP_NUM_THREADS=1 unless it is already set.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    return threads
+
+
+def _log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    threads = _configure(args.threads)
+    load_before = load_average()
+
+    from triptych.config import DEFAULT_MODEL_DIR
+
+    model_dir = args.model_dir or Path(os.environ.get("TRIPTYCH_MODEL_DIR", DEFAULT_MODEL_DIR))
+    bench = ChatBench(args, model_dir)
+    bench.load()
+    if args.no_serve:
+        from cache import EmbeddedRedis
+
+        with EmbeddedRedis() as redis:
+            bench.measure(redis.url, serve_client=None)
+    else:
+        bench.measure_with_serve()
+    runtime_s = time.perf_counter() - started
+    result = bench.result(threads, runtime_s, load_before, load_average())
+    print(render(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+class ChatBench:
+    """Loads the engines and the baseline once, then runs the rounds (with or without Serve)."""
+
+    def __init__(self, args: argparse.Namespace, model_dir: Path):
+        self.args = args
+        self.model_dir = model_dir
+        self.paths: dict[str, PathStats] = {}
+        self.encoder: dict[int, Samples] = {1: Samples(), ENCODER_IMAGES: Samples()}
+        self.notes: list[str] = []
+        self.serve_threads: str | None = None
+
+    def load(self) -> None:
+        import models
+        from decoders.engine import LLMEngine
+        from encoders.engine import VisionEncoderEngine
+        from encoders.image_io import load_image
+        from models.profiles import resolve_chat_model
+        from triptych.config import Limits
+        from triptych.types import SamplingParams
+
+        args = self.args
+        _log(f"model {args.model or '(profile default)'} of profile {args.profile} under {self.model_dir}")
+        self.model_path = resolve_chat_model(args.profile, self.model_dir, args.model)
+        self.source = models.detect_source(self.model_path)
+        self.limits = Limits()
+        _log("loading the in-process engines")
+        self.vision = VisionEncoderEngine(models.load_vision_tower(self.model_path))
+        self.llm = LLMEngine(models.load_language_model(self.model_path))
+        self.params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
+        self.hit_image = photo_bytes(0)
+        request = chat_request(self.hit_image, args.max_tokens)
+        self.prompt_ids = self.llm.prompt_builder.build(request.messages, [self.vision.num_visual_tokens])
+        pil = load_image(self.hit_image, "image", self.limits.max_image_pixels, self.limits.max_image_bytes)
+        self.hit_tokens = self.vision.encode([pil])[0].tokens  # (N, D): the "features given" path
+        self.encoder_images = [
+            load_image(
+                photo_bytes(3000 + j), "image", self.limits.max_image_pixels, self.limits.max_image_bytes
+            )
+            for j in range(ENCODER_IMAGES)
+        ]
+        self.baseline = None
+        if self.source == "hf_llava":
+            _log("loading the transformers baseline")
+            prompt_text = self.llm.tokenizer.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}],
+                add_generation_prompt=True, tokenize=False,
+            )  # fmt: skip
+            self.baseline = TransformersBaseline(self.model_path, prompt_text, self.llm.eos_token_ids)
+            same = self.baseline.prompt_ids(self.hit_image) == self.prompt_ids
+            self.notes.append(
+                f"transformers baseline prompt ids identical to Triptych's: {'yes' if same else 'NO'}"
+            )
+        else:
+            self.notes.append(f"no transformers baseline: source {self.source} is not a Llava checkpoint")
+
+    def measure_with_serve(self) -> None:
+        from triptych.client import TriptychClient
+        from triptych.config import DeploymentOptions, TriptychConfig
+        from triptych.server import serving
+
+        config = TriptychConfig(
+            profile=self.args.profile,
+            model_dir=self.model_dir,
+            chat_model=self.args.model,
+            http_port=free_port(),
+            grpc_port=free_port(),
+            vision_encoder=DeploymentOptions(num_cpus=0.25),  # one replica each: nothing autoscales mid-run
+            llm_decoder=DeploymentOptions(num_cpus=0.25, max_ongoing_requests=4),
+        )
+        _log("starting Serve (embedded Redis, local Ray)")
+        with serving(config, quiet=True) as server:
+            self.serve_threads = _replica_thread_env()
+            with TriptychClient(server.grpc_target, timeout_s=600.0) as client:
+                self.measure(server.redis_url, client)
+
+    def measure(self, redis_url: str | None, serve_client) -> None:
+        from cache import EmbeddingCache
+        from pipelines.chat import ChatPipeline
+        from pipelines.local_stages import LocalDecoderStage, LocalVisionStage
+
+        cache = EmbeddingCache(redis_url)
+        pipeline = ChatPipeline(LocalVisionStage(self.vision, self.limits), LocalDecoderStage(self.llm),
+                                cache, self.llm.prompt_builder)  # fmt: skip
+        max_tokens = self.args.max_tokens
+        hit_request = chat_request(self.hit_image, max_tokens)
+        with asyncio.Runner() as runner:  # one loop for every in-process request, like a replica
+            steps: dict[str, Callable[[int], Run]] = {}
+            if serve_client is not None:
+                steps["serve_miss"] = lambda i: serve_once(serve_client, photo_bytes(1000 + i), max_tokens)
+                steps["serve_hit"] = lambda i: serve_once(serve_client, self.hit_image, max_tokens)
+            steps["local_miss"] = lambda i: runner.run(
+                pipeline_once(pipeline, chat_request(photo_bytes(2000 + i), max_tokens), self.limits)
+            )
+            steps["local_hit"] = lambda i: runner.run(pipeline_once(pipeline, hit_request, self.limits))
+            steps["engine"] = lambda i: engine_once(self.llm, self.prompt_ids, self.hit_tokens, self.params)
+            if self.baseline is not None:
+                steps["transformers"] = lambda i: self.baseline.once(photo_bytes(4000 + i), max_tokens)
+            self.paths = {name: PathStats() for name in steps}
+
+            rounds = self.args.repeats + 1  # round 0 warms up (and fills the cache for the hit image)
+            for round_ in range(rounds):
+                _log(f"round {round_}/{rounds - 1}" + (" (warm-up, not counted)" if round_ == 0 else ""))
+                for name, step in steps.items():
+                    run = step(round_)
+                    expected_hit = name.endswith("_hit") if name.startswith(("serve", "local")) else None
+                    if expected_hit is not None and run.cache_hit != expected_hit and round_ > 0:
+                        self.notes.append(f"{name} round {round_}: cache_hit={run.cache_hit}")
+                    if round_ > 0:
+                        self.paths[name].add(run)
+                for batch in self.encoder:
+                    rate = encoder_rate(self.vision, self.encoder_images, batch)
+                    if round_ > 0:
+                        self.encoder[batch].add(rate)
+            runner.run(cache.close())
+
+    def result(self, threads: int, runtime_s: float, load_before: str, load_after: str) -> dict[str, Any]:
+        paths = {name: {"label": PATHS[name], **stats.as_dict()} for name, stats in self.paths.items()}
+        tokens = {t for stats in self.paths.values() for t in stats.tokens}
+        if len(tokens) > 1:
+            self.notes.append(f"completion token counts differ across paths: {sorted(tokens)}")
+        encoder = {f"batch_{b}_images_per_s": s.median for b, s in self.encoder.items()}
+        return {
+            "benchmark": "chat",
+            "profile": self.args.profile,
+            "model": self.model_path.name,
+            "source": self.source,
+            "machine": {
+                **machine_summary(),
+                "load_average_before": load_before,
+                "load_average_after": load_after,
+            },
+            "settings": {
+                "repeats": self.args.repeats,
+                "warmup_rounds": 1,
+                "max_tokens": self.args.max_tokens,
+                "temperature": 0.0,
+                "threads_per_engine": threads,
+                "serve_replica_omp_threads": self.serve_threads,
+                "prompt_tokens": len(self.prompt_ids),
+                "visual_tokens": self.vision.num_visual_tokens,
+                "question": QUESTION,
+            },
+            "paths": paths,
+            "encoder": encoder,
+            "comparisons": comparisons(paths, encoder),
+            "notes": self.notes,
+            "runtime_s": round(runtime_s, 1),
+        }
+
+
+def _replica_thread_env() -> str | None:
+    """OMP_NUM_THREADS as a fractional-CPU Ray worker sees it (what Serve replicas get)."""
+    import ray
+
+    @ray.remote(num_cpus=0.01)
+    def omp_threads() -> str | None:
+        return os.environ.get("OMP_NUM_THREADS")
+
+    return ray.get(omp_threads.remote())
+
+
+# ---- comparisons and the table ------------------------------------------------------------------
+
+
+def comparisons(paths: dict[str, dict], encoder: dict[str, float]) -> list[dict[str, Any]]:
+    """The claims, each a ratio or difference of medians measured in this run."""
+    out: list[dict[str, Any]] = []
+
+    def has(*names: str) -> bool:
+        return all(n in paths for n in names)
+
+    def speedup(claim: str, slow: str, fast: str, metric: str = "ttft_ms") -> None:
+        a, b = paths[slow][metric], paths[fast][metric]
+        out.append({"claim": claim, "value": f"{a / b:.2f}x", "ratio": a / b,
+                    "detail": f"{_ms(a)} vs {_ms(b)}"})  # fmt: skip
+
+    def overhead(claim: str, served: str, local: str, metric: str) -> None:
+        a, b = paths[served][metric], paths[local][metric]
+        out.append({"claim": claim, "value": f"{a - b:+,.0f} ms ({(a - b) / b:+.1%})", "ratio": a / b,
+                    "detail": f"Serve {_ms(a)} vs in-process {_ms(b)}"})  # fmt: skip
+
+    for where, miss, hit in (("Serve", "serve_miss", "serve_hit"), ("in-process", "local_miss", "local_hit")):
+        if has(miss, hit):
+            speedup(f"cache hit vs miss, TTFT speed-up ({where})", miss, hit)
+            a, b = paths[hit]["decode_tok_s"], paths[miss]["decode_tok_s"]
+            out.append({"claim": f"cache hit vs miss, decode tok/s ratio ({where})", "value": f"{a / b:.2f}x",
+                        "ratio": a / b, "detail": f"{a:.1f} vs {b:.1f} tok/s"})  # fmt: skip
+    one, many = encoder.get("batch_1_images_per_s"), encoder.get(f"batch_{ENCODER_IMAGES}_images_per_s")
+    if one and many:
+        out.append({"claim": f"encoder batch {ENCODER_IMAGES} vs batch 1, images/s", "value": f"{many / one:.2f}x",
+                    "ratio": many / one, "detail": f"{many:.2f} vs {one:.2f} images/s"})  # fmt: skip
+    for kind in ("hit", "miss"):
+        if has(f"serve_{kind}", f"local_{kind}"):
+            overhead(f"Serve overhead, cache {kind}: TTFT", f"serve_{kind}", f"local_{kind}", "ttft_ms")
+            overhead(f"Serve overhead, cache {kind}: total", f"serve_{kind}", f"local_{kind}", "total_ms")
+    for ours in ("serve_miss", "serve_hit") if has("serve_miss") else ("local_miss", "local_hit"):
+        if has(ours, "transformers"):
+            label = f"{'Serve' if ours.startswith('serve') else 'in-process'} {ours.split('_')[1]}"
+            speedup(f"Triptych ({label}) vs transformers, TTFT speed-up", "transformers", ours)
+            speedup(f"Triptych ({label}) vs transformers, total speed-up", "transformers", ours, "total_ms")
+    return out
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f} ms" if abs(value) >= 100 else f"{value:.1f} ms"
+
+
+def render(result: dict[str, Any]) -> str:
+    m, s = result["machine"], result["settings"]
+    lines = [
+        f"## Chat benchmark: profile `{result['profile']}` (model `{result['model']}`, source {result['source']})",
+        "",
+        f"Machine: {m['cpu_model']}, {m['cpu_cores']} cores ({m['usable_cores']} usable), "
+        f"{m['memory_gib']} GiB RAM; torch {m['torch']}, transformers {m['transformers']}"
+        + (f", ray {m['ray']}" if "ray" in m else "")
+        + f"; load average {m['load_average_before']} "
+        f"before, {m['load_average_after']} after.",
+        f'Request: 1 image + "{s["question"]}" = {s["prompt_tokens"]} prompt tokens '
+        f"({s['visual_tokens']} visual), greedy, max_tokens {s['max_tokens']}; {s['threads_per_engine']} torch "
+        f"threads per engine"
+        + (
+            f" (Serve replicas: OMP_NUM_THREADS={s['serve_replica_omp_threads']})"
+            if s["serve_replica_omp_threads"]
+            else ""
+        )
+        + f". Medians of {s['repeats']} round(s) after {s['warmup_rounds']} warm-up round.",
+        "",
+    ]
+    rows = []
+    for stats in result["paths"].values():
+        stages = ", ".join(f"{k} {v:,.0f}" for k, v in stats["stages_ms"].items() if v >= 0.5)
+        rows.append([stats["label"], stats["ttft_ms"], stats["total_ms"], stats["decode_tok_s"],
+                     "/".join(str(t) for t in sorted(set(stats["tokens"]))), stages or "-"])  # fmt: skip
+    lines.append(
+        markdown_table(
+            ["path", "TTFT ms", "total ms", "decode tok/s", "tokens", "timings_ms (server's own)"], rows
+        )
+    )
+    lines.append("")
+    enc = result["encoder"]
+    lines.append(markdown_table(
+        ["encoder (VisionEncoderEngine, in-process)", "images/s"],
+        [[f"batch {b.split('_')[1]}", v] for b, v in enc.items()],
+    ))  # fmt: skip
+    lines.append("")
+    lines.append(
+        markdown_table(
+            ["comparison (medians, same run)", "value", "from"],
+            [[c["claim"], c["value"], c["detail"]] for c in result["comparisons"]],
+        )
+    )
+    lines.append("")
+    for note in result["notes"]:
+        lines.append(f"Note: {note}")
+    lines.append(f"Total benchmark runtime: {result['runtime_s']:.0f} s.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

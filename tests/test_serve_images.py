@@ -1,0 +1,122 @@
+"""End to end text-to-image through Serve: TextEncoder -> cached prompt embeddings -> Denoiser,
+over HTTP (official `openai` client) and gRPC streaming progress, on the `tiny` profile."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+
+import grpc
+import httpx
+import pytest
+from PIL import Image
+
+from triptych.v1 import triptych_pb2 as pb
+
+
+def stats(server, deployment: str) -> dict:
+    return server.deployment_handle(deployment).stats.remote().result()
+
+
+def generate(grpc_client, **fields) -> list[pb.GenerateImageResponse]:
+    return list(grpc_client.generate_image(pb.GenerateImageRequest(**fields)))
+
+
+def test_openai_client_returns_png_and_same_seed_is_byte_identical(server, openai_client):
+    kwargs = {"model": server.image_model_path.name, "prompt": "a red circle above a blue square",
+              "size": "64x64", "n": 2, "response_format": "b64_json",
+              "extra_body": {"steps": 3, "sampler": "dpmpp_2m", "seed": 1234, "guidance_scale": 3.0}}
+    first = openai_client.images.generate(**kwargs)
+    second = openai_client.images.generate(**kwargs)
+    pngs = [base64.b64decode(d.b64_json) for d in first.data]
+    assert len(pngs) == 2 and pngs[0] != pngs[1]  # image i uses seed + i
+    assert [base64.b64decode(d.b64_json) for d in second.data] == pngs
+    image = Image.open(io.BytesIO(pngs[0]))
+    assert image.format == "PNG" and image.size == (64, 64)
+    extra = first.model_extra
+    assert [d.model_extra["seed"] for d in first.data] == [1234, 1235]
+    assert {"text_encode", "denoise", "vae_decode"} <= set(extra["timings_ms"])
+    assert second.model_extra["cache_hit"] is True and "text_encode" not in second.model_extra["timings_ms"]
+
+
+def test_grpc_streams_progress_then_the_image(server, grpc_client):
+    events = generate(grpc_client, prompt="a green triangle", steps=4, sampler="ddim", seed=7)
+    progress = [e.progress for e in events if e.HasField("progress")]
+    assert [p.step for p in progress] == [1, 2, 3, 4] and all(p.total_steps == 4 for p in progress)
+    assert events[-1].HasField("result") and len(events[-1].result.images) == 1
+    assert events[-1].result.images[0].seed == 7
+    assert Image.open(io.BytesIO(events[-1].result.images[0].png)).format == "PNG"
+
+
+def test_repeated_prompt_skips_the_text_encoder(server, grpc_client):
+    before = stats(server, "TextEncoder")["prompts_encoded"]
+    first = generate(grpc_client, prompt="a unique yellow star", steps=1, seed=1)[-1].result
+    after_first = stats(server, "TextEncoder")["prompts_encoded"]
+    second = generate(grpc_client, prompt="a unique yellow star", steps=1, seed=2)[-1].result
+    assert (first.cache_hit, second.cache_hit) == (False, True)
+    assert after_first > before and stats(server, "TextEncoder")["prompts_encoded"] == after_first
+    assert "text_encode" in first.timings_ms and "text_encode" not in second.timings_ms
+
+
+def test_cancelled_request_stops_its_denoising_loop(server, grpc_client):
+    before = stats(server, "Denoiser")["steps_run"]
+    stream = grpc_client.generate_image(pb.GenerateImageRequest(prompt="a long job", steps=150, seed=3,
+                                                                sampler="ddim"))
+    seen = 0
+    for event in stream:
+        if event.HasField("progress"):
+            seen = event.progress.step
+            if seen >= 2:
+                stream.cancel()
+                break
+    done = threading.Event()
+
+    def settled() -> bool:
+        s = stats(server, "Denoiser")
+        return s["in_flight"] == 0
+
+    deadline_polls = 600
+    while deadline_polls and not settled():
+        done.wait(0.05)
+        deadline_polls -= 1
+    assert settled()
+    steps = stats(server, "Denoiser")["steps_run"] - before
+    assert seen <= steps < 150  # stopped long before the end
+
+
+@pytest.mark.parametrize("fields, param", [
+    ({"prompt": ""}, "prompt"),
+    ({"prompt": "x", "steps": 0}, "steps"),
+    ({"prompt": "x", "steps": 151}, "steps"),
+    ({"prompt": "x", "sampler": "magic"}, "sampler"),
+    ({"prompt": "x", "size": "60x64"}, "size"),
+    ({"prompt": "x", "size": "1024x1024"}, "size"),
+    ({"prompt": "x", "size": "big"}, "size"),
+    ({"prompt": "x", "n": 0}, "n"),
+    ({"prompt": "x", "n": 9}, "n"),
+    ({"prompt": "x", "guidance_scale": -1}, "guidance_scale"),
+    ({"prompt": "x", "response_format": "url"}, "response_format"),
+    ({"prompt": "word " * 200}, "prompt"),  # longer than the text encoder takes: rejected
+])
+def test_bad_image_requests_get_400_naming_the_field(server, fields, param):
+    response = httpx.post(f"{server.http_url}/v1/images/generations", json={"steps": 1, **fields}, timeout=60)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["message"]
+    if param == "sampler":
+        assert "dpmpp_2m" in error["message"] and "ddim" in error["message"]
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"prompt": ""}, "prompt"),
+    ({"prompt": "x", "steps": 500}, "steps"),
+    ({"prompt": "x", "sampler": "magic"}, "sampler"),
+    ({"prompt": "x", "width": 65}, "size"),
+])
+def test_grpc_bad_image_request_is_invalid_argument(grpc_client, fields, field):
+    with pytest.raises(grpc.RpcError) as info:
+        generate(grpc_client, **fields)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith(field)
+    assert generate(grpc_client, prompt="still serving", steps=1)[-1].HasField("result")
