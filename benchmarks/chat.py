@@ -416,7 +416,7 @@ def render(result: dict[str, Any]) -> str:
                      "/".join(str(t) for t in sorted(set(stats["tokens"]))), stages or "-"])  # fmt: skip
     lines.append(
         markdown_table(
-            ["path", "TTFT ms", "total ms", "decode tok/s", "tokens", "timings_ms (server's own)"], rows
+            ["path", "TTFT ms", "total ms", "decode tok/s", "tokens", "reported timings_ms"], rows
         )
     )
     lines.append("")

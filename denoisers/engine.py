@@ -182,7 +182,9 @@ class DenoiserEngine:
         if getattr(self.text_encoder.config, "use_attention_mask", False):
             attention_mask = inputs.attention_mask.to(self.text_encoder.device)
         with torch.inference_mode():
-            out = self.text_encoder(inputs.input_ids.to(self.text_encoder.device), attention_mask=attention_mask)
+            out = self.text_encoder(
+                inputs.input_ids.to(self.text_encoder.device), attention_mask=attention_mask
+            )
         return out.last_hidden_state[0].float().cpu()  # (T, D)
 
     # -- denoise ---------------------------------------------------------------------------------
@@ -232,7 +234,9 @@ class DenoiserEngine:
         for job in jobs:
             self.validate(job.params)
             if job.cond.dim() != 2 or job.cond.shape != job.uncond.shape:
-                raise ValueError(f"cond and uncond must both be (T, D), got {job.cond.shape}, {job.uncond.shape}")
+                raise ValueError(
+                    f"cond and uncond must both be (T, D), got {job.cond.shape}, {job.uncond.shape}"
+                )
         first = jobs[0].params
         shared = (first.width, first.height, first.steps, first.sampler)
         if any((j.params.width, j.params.height, j.params.steps, j.params.sampler) != shared for j in jobs):
@@ -280,7 +284,9 @@ class DenoiserEngine:
             return not all(c is not None for c in cancelled)  # stop once every job is cancelled
 
         self.steps_run = 0
-        latents, _ = denoising_loop(scheduler, latents, predict_noise, step_kwargs=step_kwargs, on_step=on_step)
+        latents, _ = denoising_loop(
+            scheduler, latents, predict_noise, step_kwargs=step_kwargs, on_step=on_step
+        )
 
         results: list[torch.Tensor | DenoiseCancelled] = []
         start = 0

@@ -61,7 +61,8 @@ def validate_image_params(
         raise RequestError("steps", f"must be an integer in {MIN_STEPS}..{max_steps}, got {params.steps!r}")
     if sampler.max_steps is not None and params.steps > sampler.max_steps:
         raise RequestError(
-            "steps", f"sampler {sampler.name!r} supports at most {sampler.max_steps} steps, got {params.steps}"
+            "steps",
+            f"sampler {sampler.name!r} supports at most {sampler.max_steps} steps, got {params.steps}",
         )
     for side in (params.width, params.height):
         if not _is_int(side) or side % SIZE_MULTIPLE or not MIN_SIZE <= side <= max_size:

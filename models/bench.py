@@ -15,7 +15,7 @@ small next to a real model's 32k rows). The LM head rows of the special tokens (
 is always positive, so greedy decoding never stops early or emits invisible text, and every
 system benchmarked on it generates exactly ``max_tokens`` visible tokens.
 
-Building takes seconds and ~210 MB on disk; it reuses ``models.tiny``'s build-in-a-temp-dir-then-
+Building takes seconds and ~250 MB on disk; it reuses ``models.tiny``'s build-in-a-temp-dir-then-
 rename publishing, so concurrent builders never expose a half-written directory.
 """
 

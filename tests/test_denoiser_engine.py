@@ -15,6 +15,15 @@ from triptych.errors import RequestError
 BASE = ImageParams(width=64, height=64, steps=4, sampler="dpmpp_2m", guidance_scale=7.5, seed=0, n=1)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny UNet is all per-op overhead: a second thread only spins on a shared 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return ensure_tiny_diffusion(tmp_path_factory.mktemp("models"))
@@ -78,7 +87,9 @@ def test_same_seed_gives_identical_latents_and_pngs_across_engines(engine, model
     params = replace(BASE, seed=1234, n=2)
     a = engine.denoise(*prompts, params)
     second = DenoiserEngine.from_pretrained(model_dir)
-    b = second.denoise(second.encode_prompt("a red circle"), second.encode_prompt("", allow_empty=True), params)
+    b = second.denoise(
+        second.encode_prompt("a red circle"), second.encode_prompt("", allow_empty=True), params
+    )
     assert a.shape == (2, 4, 8, 8)
     assert torch.equal(a, b)
     assert [png_bytes(i) for i in engine.decode(a)] == [png_bytes(i) for i in second.decode(b)]
@@ -111,7 +122,9 @@ def test_matches_the_diffusers_pipeline_bit_for_bit(engine, model_dir, sampler):
 def test_guidance_one_uses_the_conditional_prediction_only(engine, prompts):
     cond, uncond = prompts
     params = replace(BASE, guidance_scale=1.0)
-    assert torch.equal(engine.denoise(cond, uncond, params), engine.denoise(cond, torch.randn_like(uncond), params))
+    assert torch.equal(
+        engine.denoise(cond, uncond, params), engine.denoise(cond, torch.randn_like(uncond), params)
+    )
 
 
 def test_decode_gives_rgb_images_of_the_requested_size(engine, prompts):

@@ -36,6 +36,15 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return ((x - ref).norm() / ref.norm()).item()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny UNet is all per-op overhead: a second thread only spins on a shared 2-core box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     model_dir = ensure_tiny_diffusion(tmp_path_factory.mktemp("models"))

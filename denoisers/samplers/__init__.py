@@ -1,6 +1,7 @@
 """Sampler registry: one name per sampling recipe; adding one is a new file plus one line here.
 
-    make_scheduler("dpmpp_2m", pipeline.scheduler.config)  # -> a fresh DPMSolverMultistepScheduler
+``make_scheduler("dpmpp_2m", pipeline.scheduler.config)`` gives a fresh DPMSolverMultistepScheduler
+on that checkpoint's noise schedule; ``get_sampler(name)`` gives the whole recipe (``Sampler``).
 """
 
 from __future__ import annotations

@@ -68,7 +68,9 @@ class Sampler:
         model = {key: base_config[key] for key in MODEL_KEYS if key in base_config}
         return self.scheduler_cls(**{**model, **self.settings})
 
-    def set_timesteps(self, scheduler: SchedulerMixin, steps: int, device: str | torch.device | None = None) -> None:
+    def set_timesteps(
+        self, scheduler: SchedulerMixin, steps: int, device: str | torch.device | None = None
+    ) -> None:
         """``scheduler.set_timesteps(steps)``, guaranteeing exactly ``steps`` timesteps, all >= 0."""
         scheduler.set_timesteps(steps, device=device)
         timesteps = scheduler.timesteps  # (steps,) descending

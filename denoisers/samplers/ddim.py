@@ -42,7 +42,13 @@ class ScheduleDDIMScheduler(DDIMScheduler):
         return_dict: bool = True,
         **kwargs,
     ) -> DDIMSchedulerOutput | tuple:
-        if eta != 0 or kwargs or self.config.thresholding or self.config.clip_sample or self.timesteps is None:
+        if (
+            eta != 0
+            or kwargs
+            or self.config.thresholding
+            or self.config.clip_sample
+            or self.timesteps is None
+        ):
             return super().step(model_output, timestep, sample, eta, generator=generator,
                                 return_dict=return_dict, **kwargs)  # fmt: skip
         t = int(timestep)

@@ -19,7 +19,11 @@ ORIGINAL_INFERENCE_STEPS = 50
 SAMPLER = Sampler(
     name="lcm",
     scheduler_cls=LCMScheduler,
-    settings={"original_inference_steps": ORIGINAL_INFERENCE_STEPS, "set_alpha_to_one": True, "clip_sample": False},
+    settings={
+        "original_inference_steps": ORIGINAL_INFERENCE_STEPS,
+        "set_alpha_to_one": True,
+        "clip_sample": False,
+    },
     max_steps=ORIGINAL_INFERENCE_STEPS,
     stochastic=True,
 )
