@@ -2,7 +2,9 @@
 
 TTFT = request start -> first non-empty text chunk (for ``transformers``: the first generated ids
 whose text is non-empty, by the same incremental detokenizer Triptych streams with); total =
-request start -> end of stream; decode tok/s = (completion tokens - 1) / (total - TTFT).
+request start -> end of stream; decode tok/s = (completion tokens - 1) / (total - TTFT); outside
+stages = TTFT or total minus the stage timings the path reports (``timings_ms``: encode, cache,
+prune, prefill, decode), i.e. the time not spent computing in a stage.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 QUESTION = "Describe the picture."
+FIRST_TOKEN_STAGES = ("encode", "cache", "prune", "prefill")  # timings_ms entries before the first token
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,17 @@ class Run:
     def decode_tok_s(self) -> float:
         decode_s = self.total_s - self.ttft_s
         return (self.tokens - 1) / decode_s if self.tokens > 1 and decode_s > 0 else float("nan")
+
+    @property
+    def outside_stages_ms(self) -> tuple[float, float] | None:
+        """(TTFT, total) minus the reported stage timings: time not spent computing in a stage.
+
+        On a busy machine compute slows down in every path alike; this is what the plumbing adds.
+        """
+        if not self.stages_ms:
+            return None
+        before_first = sum(v for k, v in self.stages_ms.items() if k in FIRST_TOKEN_STAGES)
+        return self.ttft_s * 1000 - before_first, self.total_s * 1000 - sum(self.stages_ms.values())
 
 
 def photo_bytes(seed: int, size: tuple[int, int] = (640, 480)) -> bytes:

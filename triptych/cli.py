@@ -1,4 +1,4 @@
-"""`triptych` command line: serve, demo, chat (generate, embed and workflow arrive with their stages)."""
+"""`triptych` command line: serve, demo, chat, generate."""
 
 from __future__ import annotations
 
@@ -23,14 +23,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with serving(_config(args)) as server:
-        print(f"Triptych is serving: HTTP {server.http_url}/v1  gRPC {server.grpc_target}  "
-              f"(model {server.chat_model_path.name}, cache {server.redis_url}). Ctrl-C to stop.", flush=True)
-        try:
+    try:
+        with serving(_config(args)) as server:
+            print(f"Triptych is serving: HTTP {server.http_url}/v1  gRPC {server.grpc_target}  "
+                  f"(chat {server.chat_model_path.name}, images {server.image_model_path.name}, "
+                  f"cache {server.redis_url}). Ctrl-C to stop.", flush=True)
             stop.wait()
-        except KeyboardInterrupt:
-            pass
-    print("Triptych stopped.")
+    except KeyboardInterrupt:  # Ctrl-C while starting or serving: `serving` has stopped everything
+        pass
+    print("Triptych stopped.", flush=True)
     return 0
 
 
@@ -64,6 +65,44 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    import grpc
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from triptych.client import TriptychClient
+    from triptych.v1 import triptych_pb2 as pb
+
+    fields = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("seed", args.seed),
+                                ("guidance_scale", args.guidance_scale), ("n", args.n),
+                                ("cache_interval", args.cache_interval)) if v is not None}
+    if args.size:
+        width, _, height = args.size.partition("x")
+        fields.update(width=int(width), height=int(height or width))
+    request = pb.GenerateImageRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, **fields)
+    with TriptychClient(args.target) as client, Progress(
+        TextColumn("denoising"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+        TimeElapsedColumn(),
+    ) as progress:
+        task = progress.add_task("denoise", total=None)
+        try:
+            for event in client.generate_image(request):
+                if event.HasField("progress"):
+                    progress.update(task, completed=event.progress.step, total=event.progress.total_steps)
+                else:
+                    result = event.result
+        except grpc.RpcError as exc:
+            progress.stop()
+            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+    for index, image in enumerate(result.images):
+        path = args.output if index == 0 else args.output.with_stem(f"{args.output.stem}-{index + 1}")
+        path.write_bytes(image.png)
+        print(f"wrote {path} (seed {image.seed})")
+    timings = ", ".join(f"{k}={v:.1f}" for k, v in sorted(result.timings_ms.items()))
+    print(f"cache_hit={result.cache_hit}  timings_ms: {timings}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="triptych", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--pruning-method")
     chat.add_argument("--keep-ratio", type=float)
     chat.set_defaults(func=cmd_chat)
+    gen = sub.add_parser("generate", help="generate an image on a running server over gRPC, with progress")
+    gen.add_argument("prompt")
+    gen.add_argument("-o", "--output", type=Path, default=Path("out.png"))
+    gen.add_argument("--negative-prompt", default="")
+    gen.add_argument("--steps", type=int)
+    gen.add_argument("--sampler", help="ddim, euler, dpmpp_2m, unipc, lcm (server default: dpmpp_2m)")
+    gen.add_argument("--guidance-scale", type=float)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--n", type=int)
+    gen.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8")
+    gen.add_argument("--cache-interval", type=int)
+    gen.add_argument("--target", default="127.0.0.1:9000")
+    gen.set_defaults(func=cmd_generate)
     return parser
 
 

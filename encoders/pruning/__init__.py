@@ -10,12 +10,18 @@ import math
 
 from encoders.pruning.base import PrunedTokens, Pruner
 from encoders.pruning.cls_attention import ClsAttentionPruner
+from encoders.pruning.divprune import DivPrunePruner
 from encoders.pruning.identity import IdentityPruner
+from encoders.pruning.tome import ToMePruner
+from encoders.pruning.visionzip import VisionZipPruner
 from triptych.errors import RequestError
 
 PRUNERS: dict[str, Pruner] = {
     "none": IdentityPruner(),
     "cls_attention": ClsAttentionPruner(),
+    "visionzip": VisionZipPruner(),
+    "tome": ToMePruner(),
+    "divprune": DivPrunePruner(),
 }
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import torch
-
-from encoders.pruning.base import PrunedTokens
+from encoders.pruning.base import PrunedTokens, check_keep, keep_all
 from triptych.types import VisionFeatures
 
 
 class IdentityPruner:
+    """Returns all N tokens whatever `keep` is (it is still validated: 1 <= keep <= N)."""
+
     def __call__(self, features: VisionFeatures, keep: int) -> PrunedTokens:
-        num_tokens = features.tokens.shape[0]
-        return PrunedTokens(tokens=features.tokens, positions=torch.arange(num_tokens))
+        check_keep(features, keep)
+        return keep_all(features)  # (N, D), the input tensor itself
