@@ -33,6 +33,7 @@ from PIL import Image
 
 from triptych.errors import RequestError
 
+from .deep_cache import DeepCacheUNet, unsupported_reason
 from .loop import denoising_loop
 from .params import DEFAULT_MAX_SIZE, DEFAULT_MAX_STEPS, ImageParams, validate_image_params
 from .samplers import get_sampler
@@ -115,6 +116,7 @@ class DenoiserEngine:
         self.max_image_size = max_image_size
         self.max_steps = max_steps
         self.steps_run = 0
+        self.deep_cache_unsupported = unsupported_reason(self.unet)  # None: cache_interval > 1 works
 
     @classmethod
     def from_pretrained(
@@ -192,6 +194,8 @@ class DenoiserEngine:
     def validate(self, params: ImageParams) -> None:
         """Raise RequestError naming the field if ``params`` is not servable by this engine."""
         validate_image_params(params, max_size=self.max_image_size, max_steps=self.max_steps)
+        if params.cache_interval > 1 and self.deep_cache_unsupported:
+            raise RequestError("cache_interval", f"model {self.model_id!r}: {self.deep_cache_unsupported}")
 
     def initial_noise(self, params: ImageParams) -> tuple[torch.Tensor, list[torch.Generator]]:
         """Unscaled starting noise (n, C, h, w) on CPU and the per-image generators it came from."""
@@ -222,8 +226,9 @@ class DenoiserEngine:
     def denoise_batch(self, jobs: Sequence[DenoiseJob]) -> list[torch.Tensor | DenoiseCancelled]:
         """Run several requests through one sampling loop (one UNet call per step for all images).
 
-        Jobs must share size, sampler and steps (ValueError otherwise); guidance, seeds, ``n`` and
-        prompts may differ. Returns, per job, its latents (n, C, h, w) or a DenoiseCancelled if its
+        Jobs must share size, sampler, steps and cache_interval (ValueError otherwise); guidance,
+        seeds, ``n`` and prompts may differ. ``cache_interval`` k > 1 runs the full UNet on every
+        k-th step only and the shallow path of DeepCache in between (``denoisers.deep_cache``). Returns, per job, its latents (n, C, h, w) or a DenoiseCancelled if its
         ``on_step`` returned False. A cancelled job's rows keep being computed while other jobs
         run (multistep scheduler state is per batch), and the loop stops as soon as every job is
         cancelled. An image's latents do not depend on the other jobs in its batch except for
@@ -238,9 +243,11 @@ class DenoiserEngine:
                     f"cond and uncond must both be (T, D), got {job.cond.shape}, {job.uncond.shape}"
                 )
         first = jobs[0].params
-        shared = (first.width, first.height, first.steps, first.sampler)
-        if any((j.params.width, j.params.height, j.params.steps, j.params.sampler) != shared for j in jobs):
-            raise ValueError("denoise_batch: jobs must share width, height, steps and sampler")
+        def shared(p: ImageParams) -> tuple:
+            return (p.width, p.height, p.steps, p.sampler, p.cache_interval)
+
+        if any(shared(j.params) != shared(first) for j in jobs):
+            raise ValueError("denoise_batch: jobs must share width, height, steps, sampler and cache_interval")
         sampler = get_sampler(first.sampler)
         scheduler = sampler.make_scheduler(self.scheduler_config)  # fresh: schedulers are stateful
         sampler.set_timesteps(scheduler, first.steps, device=self.device)
@@ -266,9 +273,11 @@ class DenoiserEngine:
         if sampler.stochastic:
             step_kwargs["generator"] = generators if len(generators) > 1 else generators[0]
 
+        unet = DeepCacheUNet(self.unet, first.cache_interval)  # one per loop: it holds the deep features
+
         def predict_noise(model_in: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             x = torch.cat([model_in, model_in]) if guided else model_in  # (2B or B, C, h, w)
-            eps = self.unet(x.to(dtype), t, encoder_hidden_states=context).sample.float()
+            eps = unet(x.to(dtype), t, context).float()
             if not guided:
                 return eps
             eps_uncond, eps_cond = eps.chunk(2)  # (B, C, h, w) each

@@ -37,8 +37,8 @@ def denoising_loop(
     for i, t in enumerate(timesteps):
         with torch.inference_mode():
             model_in = scheduler.scale_model_input(latents, t)  # (B, C, h, w)
-            # DeepCache hook (cache_interval > 1): predict_noise would reuse the deep U-Net
-            # features of the last full step here on the steps in between.
+            # DeepCache (cache_interval > 1) lives inside predict_noise: one call per step, and
+            # the engine's DeepCacheUNet reuses the last full step's deep features in between.
             eps = predict_noise(model_in, t)  # (B, C, h, w)
             latents = scheduler.step(eps, t, latents, **step_kwargs).prev_sample  # (B, C, h, w)
         if on_step is not None and on_step(i + 1, total) is False:

@@ -19,14 +19,15 @@ MIN_STEPS, DEFAULT_MAX_STEPS = 1, 150
 MIN_SIZE, DEFAULT_MAX_SIZE, SIZE_MULTIPLE = 8, 512, 8
 MAX_IMAGES = 8
 MAX_SEED = 2**63 - 1
+MAX_CACHE_INTERVAL = 10  # DeepCache: beyond ~5 the deep features are too stale (see README)
 
 
 @dataclass(frozen=True)
 class ImageParams:
     """What to sample: ``n`` images of ``width`` x ``height`` pixels from seeds ``seed .. seed + n - 1``.
 
-    ``cache_interval`` is DeepCache's knob (run the deep U-Net path every k steps); only 1 (no
-    caching) is implemented so far.
+    ``cache_interval`` is DeepCache's knob: the full U-Net runs every ``cache_interval`` steps and
+    the steps in between reuse its deep features (``denoisers.deep_cache``); 1 = no caching.
     """
 
     width: int
@@ -78,9 +79,8 @@ def validate_image_params(
         raise RequestError("guidance_scale", f"must be a finite number >= 0, got {g!r}")
     if not _is_int(params.seed) or not 0 <= params.seed <= MAX_SEED:
         raise RequestError("seed", f"must be an integer in 0..{MAX_SEED}, got {params.seed!r}")
-    if not _is_int(params.cache_interval) or params.cache_interval < 1:
-        raise RequestError("cache_interval", f"must be an integer >= 1, got {params.cache_interval!r}")
-    if params.cache_interval != 1:
+    if not _is_int(params.cache_interval) or not 1 <= params.cache_interval <= MAX_CACHE_INTERVAL:
         raise RequestError(
-            "cache_interval", f"only 1 (no feature caching) is supported so far, got {params.cache_interval}"
+            "cache_interval",
+            f"must be an integer in 1..{MAX_CACHE_INTERVAL} (1 = no feature caching), got {params.cache_interval!r}",
         )

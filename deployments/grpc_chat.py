@@ -26,6 +26,7 @@ def chat_request_from_proto(message: pb.ChatRequest, defaults: ChatDefaults) -> 
         ),
         pruning_method=optional("pruning_method", defaults.pruning_method),
         visual_token_keep_ratio=optional("visual_token_keep_ratio", defaults.visual_token_keep_ratio),
+        visual_token_count=optional("visual_token_count", None),
     )
 
 

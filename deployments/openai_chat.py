@@ -37,6 +37,7 @@ def parse_chat_body(body: Any, defaults: ChatDefaults) -> tuple[ChatRequest, boo
             body.get("visual_token_keep_ratio"), "visual_token_keep_ratio", float,
             defaults.visual_token_keep_ratio,
         ),
+        visual_token_count=number_field(body.get("visual_token_count"), "visual_token_count", int, None),
     )
     stream = body.get("stream", False)
     if not isinstance(stream, bool):

@@ -18,6 +18,7 @@ from pipelines.cached import cached_stage_call
 from pipelines.chat_request import ChatRequest
 from pipelines.stages import DecoderStage, VisionInfo, VisionStage
 from pipelines.timing import StageTimings
+from triptych.errors import RequestError
 from triptych.types import ChatUsage, TextDelta, VisionFeatures
 
 VISION_CACHE_STAGE = "vision"
@@ -43,10 +44,7 @@ class ChatPipeline:
         vision_info, decoder_info = await asyncio.gather(self._vision.info(), self._decoder.info())
         images = request.images
         tokens_in = vision_info.num_visual_tokens
-        if request.pruning_method == "none":
-            tokens_kept = tokens_in
-        else:
-            tokens_kept = keep_count(tokens_in, request.visual_token_keep_ratio)
+        tokens_kept = _visual_budget(request, tokens_in)
 
         prompt_ids = self._prompt_builder.build(request.messages, [tokens_kept] * len(images))
         check_fits(len(prompt_ids), request.sampling.max_tokens, decoder_info.context_length,
@@ -83,3 +81,16 @@ class ChatPipeline:
 
         tensors, hit = await cached_stage_call(self._cache, key, encode, "encode", timings)
         return VisionFeatures.from_tensors(tensors), hit
+
+
+def _visual_budget(request: ChatRequest, tokens_in: int) -> int:
+    """Visual tokens kept per image: all for `none`, else the absolute count or the keep ratio."""
+    if request.pruning_method == "none":
+        return tokens_in
+    if request.visual_token_count is not None:
+        if request.visual_token_count > tokens_in:
+            raise RequestError(
+                "visual_token_count", f"{request.visual_token_count} exceeds the {tokens_in} visual tokens per image"
+            )
+        return request.visual_token_count
+    return keep_count(tokens_in, request.visual_token_keep_ratio)

@@ -20,6 +20,7 @@ class ChatRequest:
     sampling: SamplingParams
     pruning_method: str
     visual_token_keep_ratio: float
+    visual_token_count: int | None = None  # absolute per-image budget; overrides the ratio
 
     @property
     def images(self) -> list[bytes]:
@@ -60,6 +61,8 @@ def validate_chat_request(request: ChatRequest, limits: Limits) -> None:
         raise RequestError(
             "visual_token_keep_ratio", f"{request.visual_token_keep_ratio} is outside (0, 1]"
         )
+    if request.visual_token_count is not None and request.visual_token_count < 1:
+        raise RequestError("visual_token_count", f"{request.visual_token_count} must be >= 1")
 
 
 def _validate_sampling(sampling: SamplingParams, limits: Limits) -> None:

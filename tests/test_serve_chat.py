@@ -191,3 +191,50 @@ def test_stream_sse_ends_with_done(server):
     assert lines[-1] == "data: [DONE]"
     first = json.loads(lines[0].removeprefix("data: "))
     assert first["object"] == "chat.completion.chunk"
+
+
+@pytest.mark.parametrize("method", ["cls_attention", "visionzip", "tome", "divprune"])
+def test_pruning_methods_through_http_report_kept_tokens(server, openai_client, method):
+    response = openai_client.chat.completions.create(
+        model=server.chat_model_path.name, messages=[user_message("what?", image_bytes((40, 50, 60)))],
+        max_tokens=3, extra_body={"pruning_method": method, "visual_token_keep_ratio": 0.25})
+    usage = response.usage
+    assert usage.visual_tokens_kept == -(-usage.visual_tokens_in // 4)  # ceil(N / 4)
+    assert usage.visual_tokens_kept < usage.visual_tokens_in
+
+
+def test_keep_ratio_one_equals_no_pruning(server, openai_client):
+    image = image_bytes((90, 10, 200))
+    answers = []
+    for extra in ({"pruning_method": "none"}, {"pruning_method": "cls_attention", "visual_token_keep_ratio": 1.0},
+                  {"pruning_method": "tome", "visual_token_keep_ratio": 1.0}):
+        response = openai_client.chat.completions.create(
+            model=server.chat_model_path.name, messages=[user_message("describe", image)], max_tokens=8,
+            extra_body=extra)
+        answers.append((response.choices[0].message.content, response.usage.visual_tokens_kept))
+    assert answers[0] == answers[1] == answers[2]
+
+
+def test_another_ratio_for_a_cached_image_is_a_hit(server, grpc_client):
+    image = image_bytes((5, 250, 5))
+    before = images_encoded(server)
+    _, full = grpc_chat(grpc_client, "q", [image], max_tokens=2)
+    _, pruned = grpc_chat(grpc_client, "q", [image], max_tokens=2, pruning_method="divprune",
+                          visual_token_count=3)
+    _, other = grpc_chat(grpc_client, "q", [image], max_tokens=2, pruning_method="visionzip",
+                         visual_token_keep_ratio=0.5)
+    assert (full.usage.cache_hit, pruned.usage.cache_hit, other.usage.cache_hit) == (False, True, True)
+    assert pruned.usage.visual_tokens_kept == 3 and other.usage.visual_tokens_kept < full.usage.visual_tokens_kept
+    assert images_encoded(server) == before + 1
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"pruning_method": "tome", "visual_token_count": 0}, "visual_token_count"),
+    ({"pruning_method": "tome", "visual_token_count": 100_000}, "visual_token_count"),
+    ({"pruning_method": "tome", "visual_token_keep_ratio": -0.5}, "visual_token_keep_ratio"),
+])
+def test_invalid_pruning_budget_is_rejected(server, extra, field):
+    body = {"model": server.chat_model_path.name, "messages": [user_message("q", image_bytes((6, 6, 6)))],
+            "max_tokens": 2, **extra}
+    response = httpx.post(f"{server.http_url}/v1/chat/completions", json=body, timeout=60)
+    assert response.status_code == 400 and response.json()["error"]["param"] == field

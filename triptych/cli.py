@@ -49,7 +49,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     images = [Path(p).read_bytes() for p in args.image]
     options = {k: v for k, v in (("max_tokens", args.max_tokens), ("temperature", args.temperature),
                                  ("seed", args.seed), ("pruning_method", args.pruning_method),
-                                 ("visual_token_keep_ratio", args.keep_ratio)) if v is not None}
+                                 ("visual_token_keep_ratio", args.keep_ratio),
+                                 ("visual_token_count", args.keep_tokens)) if v is not None}
     with TriptychClient(args.target) as client:
         try:
             for message in client.chat(args.question, images, **options):
@@ -121,8 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=int)
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--seed", type=int)
-    chat.add_argument("--pruning-method")
-    chat.add_argument("--keep-ratio", type=float)
+    chat.add_argument("--pruning-method", help="none, cls_attention, visionzip, tome, divprune")
+    chat.add_argument("--keep-ratio", type=float, help="visual tokens kept per image, in (0, 1]")
+    chat.add_argument("--keep-tokens", type=int, help="absolute visual tokens kept per image")
     chat.set_defaults(func=cmd_chat)
     gen = sub.add_parser("generate", help="generate an image on a running server over gRPC, with progress")
     gen.add_argument("prompt")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atriptych/v1/triptych.proto\x12\x0btriptych.v1\"6\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"F\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12)\n\x07\x63ontent\x18\x02 \x03(\x0b\x32\x18.triptych.v1.ContentPart\"\xc6\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.triptych.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x03\x88\x01\x01\x12\x1b\n\x0epruning_method\x18\x07 \x01(\tH\x04\x88\x01\x01\x12$\n\x17visual_token_keep_ratio\x18\x08 \x01(\x02H\x05\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x11\n\x0f_pruning_methodB\x1a\n\x18_visual_token_keep_ratio\"\x81\x02\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x18\n\x10visual_tokens_in\x18\x04 \x01(\x05\x12\x1a\n\x12visual_tokens_kept\x18\x05 \x01(\x05\x12\x11\n\tcache_hit\x18\x06 \x01(\x08\x12\x35\n\ntimings_ms\x18\x07 \x03(\x0b\x32!.triptych.v1.Usage.TimingsMsEntry\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"W\n\x0c\x43hatResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.triptych.v1.Usage\"\xcf\x02\n\x14GenerateImageRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x0e\n\x01n\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05width\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x13\n\x06height\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05steps\x18\x06 \x01(\x05H\x03\x88\x01\x01\x12\x14\n\x07sampler\x18\x07 \x01(\tH\x04\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x08 \x01(\x02H\x05\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x03H\x06\x88\x01\x01\x12\x1b\n\x0e\x63\x61\x63he_interval\x18\n \x01(\x05H\x07\x88\x01\x01\x42\x04\n\x02_nB\x08\n\x06_widthB\t\n\x07_heightB\x08\n\x06_stepsB\n\n\x08_samplerB\x11\n\x0f_guidance_scaleB\x07\n\x05_seedB\x11\n\x0f_cache_interval\"N\n\x15GenerateImageProgress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\"+\n\x0eGeneratedImage\x12\x0b\n\x03png\x18\x01 \x01(\x0c\x12\x0c\n\x04seed\x18\x02 \x01(\x03\"\xcc\x01\n\x13GenerateImageResult\x12+\n\x06images\x18\x01 \x03(\x0b\x32\x1b.triptych.v1.GeneratedImage\x12\x43\n\ntimings_ms\x18\x02 \x03(\x0b\x32/.triptych.v1.GenerateImageResult.TimingsMsEntry\x12\x11\n\tcache_hit\x18\x03 \x01(\x08\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8c\x01\n\x15GenerateImageResponse\x12\x36\n\x08progress\x18\x01 \x01(\x0b\x32\".triptych.v1.GenerateImageProgressH\x00\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32 .triptych.v1.GenerateImageResultH\x00\x42\x07\n\x05\x65vent\"<\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xac\x01\n\rEmbedResponse\x12*\n\nembeddings\x18\x01 \x03(\x0b\x32\x16.triptych.v1.Embedding\x12=\n\ntimings_ms\x18\x02 \x03(\x0b\x32).triptych.v1.EmbedResponse.TimingsMsEntry\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"}\n\x0fWorkflowRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12&\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x18.triptych.v1.ChatRequest\x12\x30\n\x05image\x18\x03 \x01(\x0b\x32!.triptych.v1.GenerateImageRequest\"{\n\x10WorkflowResponse\x12)\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x19.triptych.v1.ChatResponseH\x00\x12\x33\n\x05image\x18\x02 \x01(\x0b\x32\".triptych.v1.GenerateImageResponseH\x00\x42\x07\n\x05\x65vent2\xb1\x02\n\x08Triptych\x12=\n\x04\x43hat\x12\x18.triptych.v1.ChatRequest\x1a\x19.triptych.v1.ChatResponse0\x01\x12X\n\rGenerateImage\x12!.triptych.v1.GenerateImageRequest\x1a\".triptych.v1.GenerateImageResponse0\x01\x12>\n\x05\x45mbed\x12\x19.triptych.v1.EmbedRequest\x1a\x1a.triptych.v1.EmbedResponse\x12L\n\x0bRunWorkflow\x12\x1c.triptych.v1.WorkflowRequest\x1a\x1d.triptych.v1.WorkflowResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1atriptych/v1/triptych.proto\x12\x0btriptych.v1\"6\n\x0b\x43ontentPart\x12\x0e\n\x04text\x18\x01 \x01(\tH\x00\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"F\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12)\n\x07\x63ontent\x18\x02 \x03(\x0b\x32\x18.triptych.v1.ContentPart\"\xfe\x02\n\x0b\x43hatRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x08messages\x18\x02 \x03(\x0b\x32\x18.triptych.v1.ChatMessage\x12\x17\n\nmax_tokens\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x03\x88\x01\x01\x12\x1b\n\x0epruning_method\x18\x07 \x01(\tH\x04\x88\x01\x01\x12$\n\x17visual_token_keep_ratio\x18\x08 \x01(\x02H\x05\x88\x01\x01\x12\x1f\n\x12visual_token_count\x18\t \x01(\x05H\x06\x88\x01\x01\x42\r\n\x0b_max_tokensB\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seedB\x11\n\x0f_pruning_methodB\x1a\n\x18_visual_token_keep_ratioB\x15\n\x13_visual_token_count\"\x81\x02\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\x12\x18\n\x10visual_tokens_in\x18\x04 \x01(\x05\x12\x1a\n\x12visual_tokens_kept\x18\x05 \x01(\x05\x12\x11\n\tcache_hit\x18\x06 \x01(\x08\x12\x35\n\ntimings_ms\x18\x07 \x03(\x0b\x32!.triptych.v1.Usage.TimingsMsEntry\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"W\n\x0c\x43hatResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\x15\n\rfinish_reason\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.triptych.v1.Usage\"\xcf\x02\n\x14GenerateImageRequest\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x02 \x01(\t\x12\x0e\n\x01n\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05width\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x13\n\x06height\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05steps\x18\x06 \x01(\x05H\x03\x88\x01\x01\x12\x14\n\x07sampler\x18\x07 \x01(\tH\x04\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x08 \x01(\x02H\x05\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x03H\x06\x88\x01\x01\x12\x1b\n\x0e\x63\x61\x63he_interval\x18\n \x01(\x05H\x07\x88\x01\x01\x42\x04\n\x02_nB\x08\n\x06_widthB\t\n\x07_heightB\x08\n\x06_stepsB\n\n\x08_samplerB\x11\n\x0f_guidance_scaleB\x07\n\x05_seedB\x11\n\x0f_cache_interval\"N\n\x15GenerateImageProgress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\x12\x12\n\nelapsed_ms\x18\x03 \x01(\x01\"+\n\x0eGeneratedImage\x12\x0b\n\x03png\x18\x01 \x01(\x0c\x12\x0c\n\x04seed\x18\x02 \x01(\x03\"\xcc\x01\n\x13GenerateImageResult\x12+\n\x06images\x18\x01 \x03(\x0b\x32\x1b.triptych.v1.GeneratedImage\x12\x43\n\ntimings_ms\x18\x02 \x03(\x0b\x32/.triptych.v1.GenerateImageResult.TimingsMsEntry\x12\x11\n\tcache_hit\x18\x03 \x01(\x08\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8c\x01\n\x15GenerateImageResponse\x12\x36\n\x08progress\x18\x01 \x01(\x0b\x32\".triptych.v1.GenerateImageProgressH\x00\x12\x32\n\x06result\x18\x02 \x01(\x0b\x32 .triptych.v1.GenerateImageResultH\x00\x42\x07\n\x05\x65vent\"<\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"\xac\x01\n\rEmbedResponse\x12*\n\nembeddings\x18\x01 \x03(\x0b\x32\x16.triptych.v1.Embedding\x12=\n\ntimings_ms\x18\x02 \x03(\x0b\x32).triptych.v1.EmbedResponse.TimingsMsEntry\x1a\x30\n\x0eTimingsMsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"}\n\x0fWorkflowRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12&\n\x04\x63hat\x18\x02 \x01(\x0b\x32\x18.triptych.v1.ChatRequest\x12\x30\n\x05image\x18\x03 \x01(\x0b\x32!.triptych.v1.GenerateImageRequest\"{\n\x10WorkflowResponse\x12)\n\x04\x63hat\x18\x01 \x01(\x0b\x32\x19.triptych.v1.ChatResponseH\x00\x12\x33\n\x05image\x18\x02 \x01(\x0b\x32\".triptych.v1.GenerateImageResponseH\x00\x42\x07\n\x05\x65vent2\xb1\x02\n\x08Triptych\x12=\n\x04\x43hat\x12\x18.triptych.v1.ChatRequest\x1a\x19.triptych.v1.ChatResponse0\x01\x12X\n\rGenerateImage\x12!.triptych.v1.GenerateImageRequest\x1a\".triptych.v1.GenerateImageResponse0\x01\x12>\n\x05\x45mbed\x12\x19.triptych.v1.EmbedRequest\x1a\x1a.triptych.v1.EmbedResponse\x12L\n\x0bRunWorkflow\x12\x1c.triptych.v1.WorkflowRequest\x1a\x1d.triptych.v1.WorkflowResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,37 +42,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE']._serialized_start=99
   _globals['_CHATMESSAGE']._serialized_end=169
   _globals['_CHATREQUEST']._serialized_start=172
-  _globals['_CHATREQUEST']._serialized_end=498
-  _globals['_USAGE']._serialized_start=501
-  _globals['_USAGE']._serialized_end=758
-  _globals['_USAGE_TIMINGSMSENTRY']._serialized_start=710
-  _globals['_USAGE_TIMINGSMSENTRY']._serialized_end=758
-  _globals['_CHATRESPONSE']._serialized_start=760
-  _globals['_CHATRESPONSE']._serialized_end=847
-  _globals['_GENERATEIMAGEREQUEST']._serialized_start=850
-  _globals['_GENERATEIMAGEREQUEST']._serialized_end=1185
-  _globals['_GENERATEIMAGEPROGRESS']._serialized_start=1187
-  _globals['_GENERATEIMAGEPROGRESS']._serialized_end=1265
-  _globals['_GENERATEDIMAGE']._serialized_start=1267
-  _globals['_GENERATEDIMAGE']._serialized_end=1310
-  _globals['_GENERATEIMAGERESULT']._serialized_start=1313
-  _globals['_GENERATEIMAGERESULT']._serialized_end=1517
-  _globals['_GENERATEIMAGERESULT_TIMINGSMSENTRY']._serialized_start=710
-  _globals['_GENERATEIMAGERESULT_TIMINGSMSENTRY']._serialized_end=758
-  _globals['_GENERATEIMAGERESPONSE']._serialized_start=1520
-  _globals['_GENERATEIMAGERESPONSE']._serialized_end=1660
-  _globals['_EMBEDREQUEST']._serialized_start=1662
-  _globals['_EMBEDREQUEST']._serialized_end=1722
-  _globals['_EMBEDDING']._serialized_start=1724
-  _globals['_EMBEDDING']._serialized_end=1751
-  _globals['_EMBEDRESPONSE']._serialized_start=1754
-  _globals['_EMBEDRESPONSE']._serialized_end=1926
-  _globals['_EMBEDRESPONSE_TIMINGSMSENTRY']._serialized_start=710
-  _globals['_EMBEDRESPONSE_TIMINGSMSENTRY']._serialized_end=758
-  _globals['_WORKFLOWREQUEST']._serialized_start=1928
-  _globals['_WORKFLOWREQUEST']._serialized_end=2053
-  _globals['_WORKFLOWRESPONSE']._serialized_start=2055
-  _globals['_WORKFLOWRESPONSE']._serialized_end=2178
-  _globals['_TRIPTYCH']._serialized_start=2181
-  _globals['_TRIPTYCH']._serialized_end=2486
+  _globals['_CHATREQUEST']._serialized_end=554
+  _globals['_USAGE']._serialized_start=557
+  _globals['_USAGE']._serialized_end=814
+  _globals['_USAGE_TIMINGSMSENTRY']._serialized_start=766
+  _globals['_USAGE_TIMINGSMSENTRY']._serialized_end=814
+  _globals['_CHATRESPONSE']._serialized_start=816
+  _globals['_CHATRESPONSE']._serialized_end=903
+  _globals['_GENERATEIMAGEREQUEST']._serialized_start=906
+  _globals['_GENERATEIMAGEREQUEST']._serialized_end=1241
+  _globals['_GENERATEIMAGEPROGRESS']._serialized_start=1243
+  _globals['_GENERATEIMAGEPROGRESS']._serialized_end=1321
+  _globals['_GENERATEDIMAGE']._serialized_start=1323
+  _globals['_GENERATEDIMAGE']._serialized_end=1366
+  _globals['_GENERATEIMAGERESULT']._serialized_start=1369
+  _globals['_GENERATEIMAGERESULT']._serialized_end=1573
+  _globals['_GENERATEIMAGERESULT_TIMINGSMSENTRY']._serialized_start=766
+  _globals['_GENERATEIMAGERESULT_TIMINGSMSENTRY']._serialized_end=814
+  _globals['_GENERATEIMAGERESPONSE']._serialized_start=1576
+  _globals['_GENERATEIMAGERESPONSE']._serialized_end=1716
+  _globals['_EMBEDREQUEST']._serialized_start=1718
+  _globals['_EMBEDREQUEST']._serialized_end=1778
+  _globals['_EMBEDDING']._serialized_start=1780
+  _globals['_EMBEDDING']._serialized_end=1807
+  _globals['_EMBEDRESPONSE']._serialized_start=1810
+  _globals['_EMBEDRESPONSE']._serialized_end=1982
+  _globals['_EMBEDRESPONSE_TIMINGSMSENTRY']._serialized_start=766
+  _globals['_EMBEDRESPONSE_TIMINGSMSENTRY']._serialized_end=814
+  _globals['_WORKFLOWREQUEST']._serialized_start=1984
+  _globals['_WORKFLOWREQUEST']._serialized_end=2109
+  _globals['_WORKFLOWRESPONSE']._serialized_start=2111
+  _globals['_WORKFLOWRESPONSE']._serialized_end=2234
+  _globals['_TRIPTYCH']._serialized_start=2237
+  _globals['_TRIPTYCH']._serialized_end=2542
 # @@protoc_insertion_point(module_scope)
