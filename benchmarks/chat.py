@@ -396,7 +396,8 @@ def comparisons(paths: dict[str, dict], encoder: dict[str, float]) -> list[dict[
             for part in ("ttft", "total"):
                 a = paths[f"serve_{kind}"][f"outside_stages_{part}_ms"]
                 b = paths[f"local_{kind}"][f"outside_stages_{part}_ms"]
-                out.append({"claim": f"Serve overhead outside stage compute, cache {kind}: {part.upper()}",
+                out.append({"claim": f"Serve overhead outside stage compute, cache {kind}: "
+                                     f"{'TTFT' if part == 'ttft' else 'total'}",
                             "value": f"{a - b:+,.0f} ms", "ratio": None,
                             "detail": f"Serve {_ms(a)} vs in-process {_ms(b)}"})  # fmt: skip
     for ours in ("serve_miss", "serve_hit") if has("serve_miss") else ("local_miss", "local_hit"):

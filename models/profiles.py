@@ -31,9 +31,14 @@ def _ensure_tiny(model_dir: Path) -> dict[str, Path]:
 
 def _ensure_bench(model_dir: Path) -> dict[str, Path]:
     from .bench import ensure_bench_models
+    from .bench_diffusion import ensure_bench_diffusion
     from .tiny_diffusion import ensure_tiny_diffusion
 
-    return {**ensure_bench_models(model_dir), "tiny-sd": ensure_tiny_diffusion(model_dir)}
+    return {
+        **ensure_bench_models(model_dir),
+        "bench-sd": ensure_bench_diffusion(model_dir),
+        "tiny-sd": ensure_tiny_diffusion(model_dir),
+    }
 
 
 PROFILES: dict[str, Profile] = {
@@ -44,10 +49,10 @@ PROFILES: dict[str, Profile] = {
         image_model="tiny-sd",
     ),
     "bench": Profile(
-        models=("bench-hf-llava", "tiny-sd"),
+        models=("bench-hf-llava", "bench-sd", "tiny-sd"),
         ensure=_ensure_bench,
         chat_model="bench-hf-llava",
-        image_model="tiny-sd",
+        image_model="bench-sd",
     ),
 }
 

@@ -24,6 +24,7 @@ class DeploymentOptions(_Frozen):
     num_cpus: float = Field(0.25, gt=0)
     max_ongoing_requests: int = Field(8, ge=1)
     max_queued_requests: int = Field(16, ge=-1)  # -1 = unbounded (Serve's default)
+    torch_threads: int | None = Field(None, ge=1)  # None: Ray's default (1 thread for fractional CPUs)
 
     @model_validator(mode="after")
     def _check_replicas(self) -> DeploymentOptions:
@@ -33,8 +34,12 @@ class DeploymentOptions(_Frozen):
 
     def serve_options(self) -> dict[str, Any]:
         """Keyword arguments for `Deployment.options(...)`."""
+        actor_options: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.torch_threads is not None:
+            threads = str(self.torch_threads)
+            actor_options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
         options: dict[str, Any] = {
-            "ray_actor_options": {"num_cpus": self.num_cpus},
+            "ray_actor_options": actor_options,
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
         }
