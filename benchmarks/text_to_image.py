@@ -57,22 +57,35 @@ class Grid:
     baseline_steps: int = 50  # the diffusers pipeline's default num_inference_steps
 
 
-QUICK = Grid(steps=(1, 2, 4, 8), cache_intervals=(1, 2, 3), cache_steps=(4, 8), reference_steps=50,
-             baseline_steps=20)  # fmt: skip
+QUICK = Grid(
+    steps=(1, 2, 4, 8), cache_intervals=(1, 2, 3), cache_steps=(4, 8), reference_steps=50, baseline_steps=20
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.text_to_image",
-                                     description=__doc__.split("\n")[0])  # fmt: skip
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny profile, fewer steps and intervals, 1 round: a smoke run in seconds")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.text_to_image", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny profile, fewer steps and intervals, 1 round: a smoke run in seconds",
+    )
     parser.add_argument("--repeats", type=int, default=None, help="measured rounds (default 3; quick 1)")
     parser.add_argument("--profile", default=None, help="model profile (default bench; quick tiny)")
     parser.add_argument("--model", default=None, help="image model of the profile or an SD checkpoint dir")
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help="model root (default TRIPTYCH_MODEL_DIR or ~/.cache/triptych/models)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads, in-process and in Serve replicas (default: all cores)")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="model root (default TRIPTYCH_MODEL_DIR or ~/.cache/triptych/models)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads, in-process and in Serve replicas (default: all cores)",
+    )
     parser.add_argument("--no-serve", action="store_true", help="skip the Serve measurements (no Ray)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
@@ -138,14 +151,24 @@ class ImageBench:
         from triptych.config import ImageDefaults
 
         args = self.args
-        _log(f"image model {args.model or '(profile default)'} of profile {args.profile} under {self.model_dir}")
+        _log(
+            f"image model {args.model or '(profile default)'} of profile {args.profile} under {self.model_dir}"
+        )
         self.model_path = resolve_image_model(args.profile, self.model_dir, args.model)
-        self.engine = DenoiserEngine.from_pretrained(self.model_path, max_steps=max(self.grid.reference_steps, 150))
+        self.engine = DenoiserEngine.from_pretrained(
+            self.model_path, max_steps=max(self.grid.reference_steps, 150)
+        )
         self.defaults = ImageDefaults()
         self.size = int(self.engine.unet.config.sample_size) * self.engine.vae_scale_factor  # native size
-        self.params = ImageParams(width=self.size, height=self.size, steps=self.defaults.steps,
-                                  sampler=self.defaults.sampler, guidance_scale=self.defaults.guidance_scale,
-                                  seed=0, n=1)  # fmt: skip
+        self.params = ImageParams(
+            width=self.size,
+            height=self.size,
+            steps=self.defaults.steps,
+            sampler=self.defaults.sampler,
+            guidance_scale=self.defaults.guidance_scale,
+            seed=0,
+            n=1,
+        )
         self.cond = self.engine.encode_prompt(PROMPT)  # (T, D)
         self.uncond = self.engine.encode_prompt("", allow_empty=True)
         self.full_calls = _CallCounter(self.engine.unet)
@@ -153,8 +176,9 @@ class ImageBench:
     # -- in-process sections -------------------------------------------------------------------------
 
     def denoise(self, setting: Setting) -> float:
-        params = replace(self.params, sampler=setting.sampler, steps=setting.steps,
-                         cache_interval=setting.cache_interval)  # fmt: skip
+        params = replace(
+            self.params, sampler=setting.sampler, steps=setting.steps, cache_interval=setting.cache_interval
+        )
         self.full_calls.count = 0
         start = time.perf_counter()
         latents = self.engine.denoise(self.cond, self.uncond, params)
@@ -168,13 +192,18 @@ class ImageBench:
     def measure_engine(self) -> None:
         g = self.grid
         self.table = [Setting(s, n) for s in SAMPLERS for n in g.steps]
-        self.cached = [Setting(s, n, k) for s in g.cache_samplers for n in g.cache_steps for k in g.cache_intervals]
+        self.cached = [
+            Setting(s, n, k) for s in g.cache_samplers for n in g.cache_steps for k in g.cache_intervals
+        ]
         _log(f"reference: {REFERENCE[0]}, {g.reference_steps} steps")
         self.reference = Setting(REFERENCE[0], g.reference_steps)
         self.reference.ms.add(self.denoise(self.reference))
         self.baseline = DiffusersBaseline(self.model_path, self.params, self.engine)
-        ours: dict[str, Samples] = {"engine_e2e_ms": Samples(), "decode_1_ms": Samples(),
-                                    f"decode_{SERVE_REQUESTS}_ms": Samples()}  # fmt: skip
+        ours: dict[str, Samples] = {
+            "engine_e2e_ms": Samples(),
+            "decode_1_ms": Samples(),
+            f"decode_{SERVE_REQUESTS}_ms": Samples(),
+        }
         base = Samples()
         rounds = self.args.repeats + 1
         for round_ in range(rounds):
@@ -182,7 +211,9 @@ class ImageBench:
             if round_ == 0:  # warm every sampler's kernels and the decode once, cheaply
                 for sampler in SAMPLERS:
                     self.denoise(Setting(sampler, 1))
+                self.denoise(Setting(g.cache_samplers[0], 2, 2))  # DeepCache's shallow path too
                 self.engine.decode(self.reference.latents)
+                self.baseline.once(PROMPT, 1)
                 continue
             for setting in self.table + self.cached:
                 setting.ms.add(self.denoise(setting))
@@ -224,11 +255,16 @@ class ImageBench:
             denoiser=DeploymentOptions(num_cpus=0.5, max_ongoing_requests=8),
         )
         _log("starting Serve (embedded Redis, local Ray)")
-        with serving(config, quiet=True) as server, TriptychClient(server.grpc_target, timeout_s=900.0) as client:
+        with (
+            serving(config, quiet=True) as server,
+            TriptychClient(server.grpc_target, timeout_s=900.0) as client,
+        ):
             denoiser = server.deployment_handle("Denoiser")
             self.serve_batch = config.denoiser_batch
-            stats: dict[str, dict[str, Samples]] = {mode: {"wall_ms": Samples(), "images_per_batch": Samples()}
-                                                    for mode in ("sequential", "concurrent")}  # fmt: skip
+            stats: dict[str, dict[str, Samples]] = {
+                mode: {"wall_ms": Samples(), "images_per_batch": Samples()}
+                for mode in ("sequential", "concurrent")
+            }
             request_ms, stage_ms = Samples(), {"denoise": Samples(), "vae_decode": Samples()}
             rounds = self.args.repeats + 1
             for round_ in range(rounds):
@@ -249,10 +285,14 @@ class ImageBench:
                             for stage, samples in stage_ms.items():
                                 samples.add(timings.get(stage, float("nan")))
         self.serve = {
-            mode: {"images_per_s": SERVE_REQUESTS / (s["wall_ms"].median / 1000), "wall_ms": s["wall_ms"].median,
-                   "images_per_batch": s["images_per_batch"].median, "samples_ms": s["wall_ms"].values}
+            mode: {
+                "images_per_s": SERVE_REQUESTS / (s["wall_ms"].median / 1000),
+                "wall_ms": s["wall_ms"].median,
+                "images_per_batch": s["images_per_batch"].median,
+                "samples_ms": s["wall_ms"].values,
+            }
             for mode, s in stats.items()
-        }  # fmt: skip
+        }
         self.serve["request_ms"] = request_ms.median
         self.serve["stages_ms"] = {stage: s.median for stage, s in stage_ms.items()}
 
@@ -262,9 +302,16 @@ class ImageBench:
         p = self.params
 
         def one(i: int) -> tuple[float, dict[str, float]]:
-            request = pb.GenerateImageRequest(prompt=PROMPT, width=p.width, height=p.height, steps=p.steps,
-                                              sampler=p.sampler, guidance_scale=p.guidance_scale,
-                                              seed=seed + i, n=1)  # fmt: skip
+            request = pb.GenerateImageRequest(
+                prompt=PROMPT,
+                width=p.width,
+                height=p.height,
+                steps=p.steps,
+                sampler=p.sampler,
+                guidance_scale=p.guidance_scale,
+                seed=seed + i,
+                n=1,
+            )
             start = time.perf_counter()
             events = list(client.generate_image(request))
             if not events or not events[-1].HasField("result") or len(events[-1].result.images) != 1:
@@ -279,59 +326,104 @@ class ImageBench:
     # -- the result --------------------------------------------------------------------------------
 
     def result(self, threads: int, runtime_s: float, load_before: str, load_after: str) -> dict[str, Any]:
-        ddim50 = next((s for s in self.table if (s.sampler, s.steps) == ("ddim", 50)), None)
-        ref_ms = ddim50.ms.median if ddim50 else float("nan")
-        table = [{"sampler": s.sampler, "steps": s.steps, "denoise_ms": s.ms.median, "error": s.error,
-                  "speedup_vs_ddim_50": ref_ms / s.ms.median, "samples_ms": s.ms.values} for s in self.table]
+        base_steps = max(self.grid.steps)  # 50: the step count a user would otherwise pick
+        slow = next(s for s in self.table if (s.sampler, s.steps) == ("ddim", base_steps))
+        table = [
+            {
+                "sampler": s.sampler,
+                "steps": s.steps,
+                "denoise_ms": s.ms.median,
+                "error": s.error,
+                "speedup_vs_ddim_max": slow.ms.median / s.ms.median,
+                "samples_ms": s.ms.values,
+            }
+            for s in self.table
+        ]
         by_key = {(s.sampler, s.steps, s.cache_interval): s for s in self.cached}
         deep_cache = []
         for s in self.cached:
             plain = by_key[(s.sampler, s.steps, 1)]
-            deep_cache.append({"sampler": s.sampler, "steps": s.steps, "cache_interval": s.cache_interval,
-                               "full_unet_calls": s.full_unet_calls, "denoise_ms": s.ms.median, "error": s.error,
-                               "error_vs_interval_1": relative_error(s.latents, plain.latents),
-                               "speedup_vs_interval_1": plain.ms.median / s.ms.median,
-                               "samples_ms": s.ms.values})  # fmt: skip
-        default = next(s for s in self.table if (s.sampler, s.steps) == (self.params.sampler, self.params.steps)) \
-            if self.params.steps in self.grid.steps else None  # fmt: skip
-        per_step_ms = ddim50.ms.median / 50 if ddim50 else self.table[-1].ms.median / self.table[-1].steps
+            deep_cache.append(
+                {
+                    "sampler": s.sampler,
+                    "steps": s.steps,
+                    "cache_interval": s.cache_interval,
+                    "full_unet_calls": s.full_unet_calls,
+                    "denoise_ms": s.ms.median,
+                    "error": s.error,
+                    "error_vs_interval_1": relative_error(s.latents, plain.latents),
+                    "speedup_vs_interval_1": plain.ms.median / s.ms.median,
+                    "samples_ms": s.ms.values,
+                }
+            )
+        default = (
+            next(s for s in self.table if (s.sampler, s.steps) == (self.params.sampler, self.params.steps))
+            if self.params.steps in self.grid.steps
+            else None
+        )
+        per_step_ms = slow.ms.median / base_steps
         decode_ms = self.engine_ms["decode_1_ms"].median
         latent_bytes = self.reference.latents[0].numel() * 4
         vae = {
             "decode_1_image_ms": decode_ms,
             f"decode_{SERVE_REQUESTS}_images_ms": self.engine_ms[f"decode_{SERVE_REQUESTS}_ms"].median,
-            "unet_cfg_step_ms": per_step_ms,
+            "unet_cfg_step_ms": per_step_ms,  # ddim at base_steps / base_steps
             "decode_in_unet_steps": decode_ms / per_step_ms,
             "default_denoise_ms": default.ms.median if default else None,
             "decode_share_of_default": decode_ms / (decode_ms + default.ms.median) if default else None,
             "latent_bytes_per_image": latent_bytes,
         }
         baseline = {
-            "diffusers": {"scheduler": self.baseline.scheduler_name, "steps": self.grid.baseline_steps,
-                          "unet_calls": self.baseline.unet_calls, "ms": self.baseline_ms.median,
-                          "error": relative_error(self.baseline.latents, self.reference.latents)},
-            "triptych_engine": {"scheduler": self.params.sampler, "steps": self.params.steps,
-                                "unet_calls": self.params.steps, "ms": self.engine_ms["engine_e2e_ms"].median,
-                                "error": default.error if default else None},
-        }  # fmt: skip
+            "diffusers": {
+                "scheduler": self.baseline.scheduler_name,
+                "steps": self.grid.baseline_steps,
+                "unet_calls": self.baseline.unet_calls,
+                "ms": self.baseline_ms.median,
+                "error": relative_error(self.baseline.latents, self.reference.latents),
+            },
+            "triptych_engine": {
+                "scheduler": self.params.sampler,
+                "steps": self.params.steps,
+                "unet_calls": self.params.steps,
+                "ms": self.engine_ms["engine_e2e_ms"].median,
+                "error": default.error if default else None,
+            },
+        }
         if self.serve:
-            baseline["triptych_serve"] = {"scheduler": self.params.sampler, "steps": self.params.steps,
-                                          "unet_calls": self.params.steps, "ms": self.serve["request_ms"],
-                                          "error": default.error if default else None}  # fmt: skip
+            baseline["triptych_serve"] = {
+                "scheduler": self.params.sampler,
+                "steps": self.params.steps,
+                "unet_calls": self.params.steps,
+                "ms": self.serve["request_ms"],
+                "error": default.error if default else None,
+            }
         for entry in baseline.values():
             entry["speedup_vs_diffusers"] = baseline["diffusers"]["ms"] / entry["ms"]
         return {
             "benchmark": "text_to_image",
             "profile": self.args.profile,
             "model": self.model_path.name,
-            "machine": {**machine_summary(), "load_average_before": load_before, "load_average_after": load_after},
-            "settings": {"repeats": self.args.repeats, "warmup_rounds": 1, "prompt": PROMPT, "negative_prompt": "",
-                         "size": f"{self.size}x{self.size}", "n": 1, "seed": self.params.seed,
-                         "guidance_scale": self.params.guidance_scale, "threads": threads,
-                         "reference": f"{REFERENCE[0]} {self.grid.reference_steps} steps",
-                         "reference_ms": self.reference.ms.median,
-                         "default": f"{self.params.sampler} {self.params.steps} steps",
-                         "serve_batch": self.serve_batch.model_dump() if self.serve else None},  # fmt: skip
+            "machine": {
+                **machine_summary(),
+                "load_average_before": load_before,
+                "load_average_after": load_after,
+            },
+            "settings": {
+                "repeats": self.args.repeats,
+                "warmup_rounds": 1,
+                "prompt": PROMPT,
+                "negative_prompt": "",
+                "size": f"{self.size}x{self.size}",
+                "n": 1,
+                "seed": self.params.seed,
+                "guidance_scale": self.params.guidance_scale,
+                "threads": threads,
+                "reference": f"{REFERENCE[0]} {self.grid.reference_steps} steps",
+                "reference_ms": self.reference.ms.median,
+                "speedup_base": f"ddim {base_steps}",
+                "default": f"{self.params.sampler} {self.params.steps} steps",
+                "serve_batch": self.serve_batch.model_dump() if self.serve else None,
+            },
             "samplers": table,
             "deep_cache": deep_cache,
             "baseline": baseline,
@@ -365,9 +457,13 @@ class DiffusersBaseline:
         from diffusers import StableDiffusionPipeline
 
         self.pipe = StableDiffusionPipeline.from_pretrained(
-            model_path, dtype=torch.float32, safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False, local_files_only=True,
-        )  # fmt: skip
+            model_path,
+            dtype=torch.float32,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            local_files_only=True,
+        )
         self.pipe.set_progress_bar_config(disable=True)
         self.scheduler_name = type(self.pipe.scheduler).__name__
         self.params = params
@@ -384,8 +480,15 @@ class DiffusersBaseline:
         p = self.params
         self.calls.count = 0
         start = time.perf_counter()
-        self.pipe(prompt, height=p.height, width=p.width, num_inference_steps=steps,
-                  guidance_scale=p.guidance_scale, latents=self.noise.clone(), callback_on_step_end=keep)  # fmt: skip
+        self.pipe(
+            prompt,
+            height=p.height,
+            width=p.width,
+            num_inference_steps=steps,
+            guidance_scale=p.guidance_scale,
+            latents=self.noise.clone(),
+            callback_on_step_end=keep,
+        )
         elapsed_ms = (time.perf_counter() - start) * 1000
         self.unet_calls = self.calls.count
         return elapsed_ms
@@ -412,64 +515,151 @@ def render(result: dict[str, Any]) -> str:
         f"## Text-to-image benchmark: profile `{result['profile']}` (model `{result['model']}`)",
         "",
         f"Machine: {m['cpu_model']}, {m['cpu_cores']} cores ({m['usable_cores']} usable), {m['memory_gib']} GiB RAM; "
-        f"torch {m['torch']}" + (f", ray {m['ray']}" if "ray" in m else "")
+        f"torch {m['torch']}"
+        + (f", ray {m['ray']}" if "ray" in m else "")
         + f"; load average {m['load_average_before']} before, {m['load_average_after']} after.",
-        f'Request: "{s["prompt"]}", {s["size"]}, n {s["n"]}, seed {s["seed"]}, guidance {s["guidance_scale"]} '
-        f"(U-Net batch 2); {s['threads']} torch threads. Medians of {s['repeats']} round(s) after "
-        f"{s['warmup_rounds']} warm-up round. Error = ||x - x_ref|| / ||x_ref|| of the final latents against "
-        f"{s['reference']} from the same noise ({_ms(s['reference_ms'])}).",
+        (
+            f'Request: "{s["prompt"]}", {s["size"]}, n {s["n"]}, seed {s["seed"]}, guidance {s["guidance_scale"]} '
+            f"(U-Net batch 2); {s['threads']} torch threads. Medians of {s['repeats']} round(s) after "
+            f"{s['warmup_rounds']} warm-up round. Error = ||x - x_ref|| / ||x_ref|| of the final latents against "
+            f"{s['reference']} from the same noise ({_ms(s['reference_ms'])})."
+        ),
         "",
         "### Samplers x steps (DenoiserEngine.denoise, in-process)",
         "",
-        markdown_table(["sampler", "steps", "denoise", "latent error vs ref", "speed-up vs ddim 50"],
-                       [[r["sampler"], r["steps"], _ms(r["denoise_ms"]), _pct(r["error"]),
-                         _x(r["speedup_vs_ddim_50"])] for r in result["samplers"]]),  # fmt: skip
+        markdown_table(
+            ["sampler", "steps", "denoise", "latent error vs ref", f"speed-up vs {s['speedup_base']}"],
+            [
+                [
+                    r["sampler"],
+                    r["steps"],
+                    _ms(r["denoise_ms"]),
+                    _pct(r["error"]),
+                    _x(r["speedup_vs_ddim_max"]),
+                ]
+                for r in result["samplers"]
+            ],
+        ),
         "",
         "### DeepCache (cache_interval)",
         "",
-        markdown_table(["sampler", "steps", "interval", "full U-Net calls", "denoise", "error vs ref",
-                        "error vs interval 1", "speed-up vs interval 1"],
-                       [[r["sampler"], r["steps"], r["cache_interval"], r["full_unet_calls"], _ms(r["denoise_ms"]),
-                         _pct(r["error"]), _pct(r["error_vs_interval_1"]), _x(r["speedup_vs_interval_1"])]
-                        for r in result["deep_cache"]]),  # fmt: skip
+        markdown_table(
+            [
+                "sampler",
+                "steps",
+                "interval",
+                "full U-Net calls",
+                "denoise",
+                "error vs ref",
+                "error vs interval 1",
+                "speed-up vs interval 1",
+            ],
+            [
+                [
+                    r["sampler"],
+                    r["steps"],
+                    r["cache_interval"],
+                    r["full_unet_calls"],
+                    _ms(r["denoise_ms"]),
+                    _pct(r["error"]),
+                    _pct(r["error_vs_interval_1"]),
+                    _x(r["speedup_vs_interval_1"]),
+                ]
+                for r in result["deep_cache"]
+            ],
+        ),
         "",
         "### Triptych vs the plain diffusers pipeline (prompt -> image, same request and starting noise)",
         "",
     ]
-    labels = {"diffusers": "diffusers StableDiffusionPipeline (baseline)", "triptych_engine":
-              "Triptych default, in-process engine", "triptych_serve": "Triptych default, Serve gRPC request"}
-    lines.append(markdown_table(
-        ["path", "scheduler", "steps", "U-Net calls", "end to end", "latent error vs ref", "speed-up"],
-        [[labels[k], b["scheduler"], b["steps"], b["unet_calls"], _ms(b["ms"]), _pct(b["error"]),
-          _x(b["speedup_vs_diffusers"])] for k, b in result["baseline"].items()],
-    ))  # fmt: skip
+    labels = {
+        "diffusers": "diffusers StableDiffusionPipeline (baseline)",
+        "triptych_engine": "Triptych default, in-process engine",
+        "triptych_serve": "Triptych default, Serve gRPC request",
+    }
+    lines.append(
+        markdown_table(
+            ["path", "scheduler", "steps", "U-Net calls", "end to end", "latent error vs ref", "speed-up"],
+            [
+                [
+                    labels[k],
+                    b["scheduler"],
+                    b["steps"],
+                    b["unet_calls"],
+                    _ms(b["ms"]),
+                    _pct(b["error"]),
+                    _x(b["speedup_vs_diffusers"]),
+                ]
+                for k, b in result["baseline"].items()
+            ],
+        )
+    )
     v = result["vae"]
-    lines += ["", "### VAE decode vs denoise", "", markdown_table(["quantity", "value"], [
-        ["VAE decode, 1 image", _ms(v["decode_1_image_ms"])],
-        [f"VAE decode, {SERVE_REQUESTS} images in one call", _ms(v[f"decode_{SERVE_REQUESTS}_images_ms"])],
-        ["one U-Net CFG step (ddim 50 / 50)", _ms(v["unet_cfg_step_ms"])],
-        ["decode in U-Net steps", f"{v['decode_in_unet_steps']:.1f}"],
-        [f"denoise at the default ({s['default']})", "-" if v["default_denoise_ms"] is None
-         else _ms(v["default_denoise_ms"])],
-        ["decode share of denoise + decode at the default", _pct(v["decode_share_of_default"])],
-        ["latents per image (what a separate VAE deployment would be sent)", f"{v['latent_bytes_per_image']:,} B"],
-    ])]  # fmt: skip
+    lines += [
+        "",
+        "### VAE decode vs denoise",
+        "",
+        markdown_table(
+            ["quantity", "value"],
+            [
+                ["VAE decode, 1 image", _ms(v["decode_1_image_ms"])],
+                [
+                    f"VAE decode, {SERVE_REQUESTS} images in one call",
+                    _ms(v[f"decode_{SERVE_REQUESTS}_images_ms"]),
+                ],
+                [f"one U-Net CFG step ({s['speedup_base']} / steps)", _ms(v["unet_cfg_step_ms"])],
+                ["decode in U-Net steps", f"{v['decode_in_unet_steps']:.1f}"],
+                [
+                    f"denoise at the default ({s['default']})",
+                    "-" if v["default_denoise_ms"] is None else _ms(v["default_denoise_ms"]),
+                ],
+                ["decode share of denoise + decode at the default", _pct(v["decode_share_of_default"])],
+                [
+                    "latents per image (what a separate VAE deployment would be sent)",
+                    f"{v['latent_bytes_per_image']:,} B",
+                ],
+            ],
+        ),
+    ]
     serve = result["serve"]
     if serve:
         seq, conc = serve["sequential"], serve["concurrent"]
         b = s["serve_batch"]
-        lines += ["", f"### Serve: {SERVE_REQUESTS} GenerateImage requests ({s['default']}, {s['size']}) through "
-                  f"the Denoiser deployment (@serve.batch max_batch_size {b['max_batch_size']}, "
-                  f"wait {b['batch_wait_timeout_s']} s)", "",
-                  markdown_table(["mode", "wall time", "images/s", "images per Denoiser batch", "speed-up"], [
-                      ["one at a time (batch 1)", _ms(seq["wall_ms"]), f"{seq['images_per_s']:.2f}",
-                       f"{seq['images_per_batch']:.1f}", "1.00x"],
-                      [f"{SERVE_REQUESTS} at once", _ms(conc["wall_ms"]), f"{conc['images_per_s']:.2f}",
-                       f"{conc['images_per_batch']:.1f}", _x(conc["images_per_s"] / seq["images_per_s"])],
-                  ]),
-                  "", "Served request (one at a time): " + ", ".join(
-                      [f"total {_ms(serve['request_ms'])}"]
-                      + [f"{k} {_ms(val)}" for k, val in serve["stages_ms"].items()]) + " (server timings_ms)."]  # fmt: skip
+        lines += [
+            "",
+            (
+                f"### Serve: {SERVE_REQUESTS} GenerateImage requests ({s['default']}, {s['size']}) through "
+                f"the Denoiser deployment (@serve.batch max_batch_size {b['max_batch_size']}, "
+                f"wait {b['batch_wait_timeout_s']} s)"
+            ),
+            "",
+            markdown_table(
+                ["mode", "wall time", "images/s", "images per Denoiser batch", "speed-up"],
+                [
+                    [
+                        "one at a time (batch 1)",
+                        _ms(seq["wall_ms"]),
+                        f"{seq['images_per_s']:.2f}",
+                        f"{seq['images_per_batch']:.1f}",
+                        "1.00x",
+                    ],
+                    [
+                        f"{SERVE_REQUESTS} at once",
+                        _ms(conc["wall_ms"]),
+                        f"{conc['images_per_s']:.2f}",
+                        f"{conc['images_per_batch']:.1f}",
+                        _x(conc["images_per_s"] / seq["images_per_s"]),
+                    ],
+                ],
+            ),
+            "",
+            "Served request (one at a time): "
+            + ", ".join(
+                [f"total {_ms(serve['request_ms'])}"]
+                + [f"{k} {_ms(val)}" for k, val in serve["stages_ms"].items()]
+            )
+            + " (server timings_ms).",
+        ]
     lines.append("")
     for note in result["notes"]:
         lines.append(f"Note: {note}")

@@ -41,7 +41,9 @@ def unsupported_reason(unet: torch.nn.Module) -> str | None:
         return f"feature caching needs a diffusers UNet2DConditionModel, got {type(unet).__name__}"
     if len(unet.down_blocks) < 2 or len(unet.up_blocks) < 2:
         return "feature caching needs a U-Net with at least two down and two up blocks"
-    skips = 1 + len(unet.down_blocks[0].resnets) + len(getattr(unet.down_blocks[0], "downsamplers", None) or ())
+    skips = (
+        1 + len(unet.down_blocks[0].resnets) + len(getattr(unet.down_blocks[0], "downsamplers", None) or ())
+    )
     if skips < len(unet.up_blocks[-1].resnets):
         return "the first down block does not provide the skips the last up block takes"
     return None
@@ -70,8 +72,9 @@ class DeepCacheUNet:
         self.cached_steps = 0
         self._deep: torch.Tensor | None = None  # (B, C_deep, h, w): up_blocks[-1]'s input, last full step
 
-    def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
-                 ) -> torch.Tensor:  # fmt: skip
+    def __call__(
+        self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor
+    ) -> torch.Tensor:
         """Predicted noise (B, C, h, w) for ``sample`` (B, C, h, w) at ``timestep``."""
         step = self.full_steps + self.cached_steps
         if step % self.interval == 0:
@@ -84,8 +87,12 @@ class DeepCacheUNet:
         return shallow_forward(self.unet, sample, timestep, encoder_hidden_states, self._deep)
 
 
-def full_forward(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: torch.Tensor,
-                 encoder_hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def full_forward(
+    unet: UNet2DConditionModel,
+    sample: torch.Tensor,
+    timestep: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The plain U-Net output (B, C, h, w) and the deep feature up_blocks[-1] received (B, C_deep, h, w)."""
     kept: list[torch.Tensor] = []
 
@@ -100,8 +107,13 @@ def full_forward(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: tor
     return out, kept[-1]
 
 
-def shallow_forward(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: torch.Tensor,
-                    encoder_hidden_states: torch.Tensor, deep: torch.Tensor) -> torch.Tensor:  # fmt: skip
+def shallow_forward(
+    unet: UNet2DConditionModel,
+    sample: torch.Tensor,
+    timestep: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    deep: torch.Tensor,
+) -> torch.Tensor:
     """The U-Net's output with the deeper path replaced by ``deep`` (what up_blocks[-1] receives).
 
     Mirrors ``UNet2DConditionModel.forward`` (diffusers 0.42) for the parts it runs, without
@@ -132,8 +144,14 @@ def shallow_forward(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: 
     skips: tuple[torch.Tensor, ...] = (hidden,)
     first = unet.down_blocks[0]
     if getattr(first, "has_cross_attention", False):
-        _, res = first(hidden_states=hidden, temb=emb, encoder_hidden_states=encoder_hidden_states,
-                       attention_mask=None, cross_attention_kwargs=None, encoder_attention_mask=None)  # fmt: skip
+        _, res = first(
+            hidden_states=hidden,
+            temb=emb,
+            encoder_hidden_states=encoder_hidden_states,
+            attention_mask=None,
+            cross_attention_kwargs=None,
+            encoder_attention_mask=None,
+        )
     else:
         _, res = first(hidden_states=hidden, temb=emb)
     skips += res  # conv_in, each layer of down_blocks[0], its downsample (used only by the deep path)
@@ -142,9 +160,16 @@ def shallow_forward(unet: UNet2DConditionModel, sample: torch.Tensor, timestep: 
 
     # the last up block, fed the stored deep feature instead of up_blocks[-2]'s output
     if getattr(last, "has_cross_attention", False):
-        hidden = last(hidden_states=deep, temb=emb, res_hidden_states_tuple=skips,
-                      encoder_hidden_states=encoder_hidden_states, cross_attention_kwargs=None,
-                      upsample_size=None, attention_mask=None, encoder_attention_mask=None)  # fmt: skip
+        hidden = last(
+            hidden_states=deep,
+            temb=emb,
+            res_hidden_states_tuple=skips,
+            encoder_hidden_states=encoder_hidden_states,
+            cross_attention_kwargs=None,
+            upsample_size=None,
+            attention_mask=None,
+            encoder_attention_mask=None,
+        )
     else:
         hidden = last(hidden_states=deep, temb=emb, res_hidden_states_tuple=skips, upsample_size=None)
     if unet.conv_norm_out:

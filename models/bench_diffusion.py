@@ -69,11 +69,16 @@ def _build(out: Path) -> None:
     torch.manual_seed(20)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=TEXT_HIDDEN, intermediate_size=4 * TEXT_HIDDEN,
-            num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=MAX_TEXT_TOKENS,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            vocab_size=len(tokenizer),
+            hidden_size=TEXT_HIDDEN,
+            intermediate_size=4 * TEXT_HIDDEN,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_TEXT_TOKENS,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
-        )  # fmt: skip
+        )
     ).eval()
     torch.manual_seed(21)
     unet = UNet2DConditionModel(

@@ -64,8 +64,10 @@ def full_unet_calls(engine):
 
         return hook
 
-    handles = [engine.unet.register_forward_hook(counter("unet")),
-               engine.unet.mid_block.register_forward_hook(counter("mid_block"))]  # fmt: skip
+    handles = [
+        engine.unet.register_forward_hook(counter("unet")),
+        engine.unet.mid_block.register_forward_hook(counter("mid_block")),
+    ]
     yield counts
     for handle in handles:
         handle.remove()
@@ -90,8 +92,14 @@ def test_interval_one_denoise_matches_the_diffusers_pipeline_bit_for_bit(engine,
     pipe.scheduler = make_scheduler("dpmpp_2m", pipe.scheduler.config)
     params = replace(BASE, n=1, steps=4, cache_interval=1)
     noise, _ = engine.initial_noise(params)
-    expected = pipe("a red circle", negative_prompt="", num_inference_steps=4, guidance_scale=7.5,
-                    latents=noise.clone(), output_type="latent").images  # fmt: skip
+    expected = pipe(
+        "a red circle",
+        negative_prompt="",
+        num_inference_steps=4,
+        guidance_scale=7.5,
+        latents=noise.clone(),
+        output_type="latent",
+    ).images
     assert torch.equal(engine.denoise(*prompts, params), expected)
 
 
@@ -134,8 +142,9 @@ def test_cached_latents_stay_close_to_no_caching(engine, prompts, sampler):
     (4 steps, the same 4 full UNet calls as interval 2) -> 5.2% / 4.6%."""
     params = replace(BASE, sampler=sampler)
     exact = engine.denoise(*prompts, params)
-    errors = {k: relative_error(engine.denoise(*prompts, replace(params, cache_interval=k)), exact)
-              for k in (2, 3)}  # fmt: skip
+    errors = {
+        k: relative_error(engine.denoise(*prompts, replace(params, cache_interval=k)), exact) for k in (2, 3)
+    }
     assert 0 < errors[2] < 0.08 and 0 < errors[3] < 0.08
     half_steps = relative_error(engine.denoise(*prompts, replace(params, steps=4)), exact)
     assert errors[2] < half_steps  # same full-UNet budget: caching beats dropping steps
@@ -153,8 +162,9 @@ def test_batched_jobs_share_the_interval(engine, prompts):
     torch.testing.assert_close(first, engine.denoise(cond, uncond, params), rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(second, engine.denoise(cond, uncond, other), rtol=1e-4, atol=1e-3)
     with pytest.raises(ValueError, match="cache_interval"):
-        engine.denoise_batch([DenoiseJob(cond, uncond, params),
-                              DenoiseJob(cond, uncond, replace(params, cache_interval=2))])
+        engine.denoise_batch(
+            [DenoiseJob(cond, uncond, params), DenoiseJob(cond, uncond, replace(params, cache_interval=2))]
+        )
 
 
 def test_cancellation_still_stops_within_one_step(engine, prompts):
