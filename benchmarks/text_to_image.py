@@ -186,7 +186,10 @@ class ImageBench:
         if setting.latents is None:
             setting.latents, setting.full_unet_calls = latents, self.full_calls.count
         elif not bool((latents == setting.latents).all()):
-            self.notes.append(f"{setting.sampler} {setting.steps} steps: latents differ between rounds")
+            self.notes.append(
+                f"{setting.sampler}, {setting.steps} steps, interval {setting.cache_interval}: "
+                "latents differ between rounds"
+            )
         return elapsed_ms
 
     def measure_engine(self) -> None:
@@ -399,6 +402,18 @@ class ImageBench:
             }
         for entry in baseline.values():
             entry["speedup_vs_diffusers"] = baseline["diffusers"]["ms"] / entry["ms"]
+        notes = [
+            *self.notes,
+            (
+                f"the diffusers baseline runs the checkpoint's own scheduler config ({self.baseline.scheduler_name}, "
+                f"SD 1.x's 'leading' spacing): its first step is at t = {self.baseline.first_timestep}, not 999, "
+                "which is most of its error against the reference."
+            ),
+            (
+                "lcm is a sampler for consistency-distilled models (or an LCM-LoRA); this checkpoint is not one, "
+                "so its error grows with steps here (TECHNIQUES.md)."
+            ),
+        ]
         return {
             "benchmark": "text_to_image",
             "profile": self.args.profile,
@@ -429,7 +444,7 @@ class ImageBench:
             "baseline": baseline,
             "vae": vae,
             "serve": self.serve,
-            "notes": self.notes,
+            "notes": notes,
             "runtime_s": round(runtime_s, 1),
         }
 
@@ -491,6 +506,7 @@ class DiffusersBaseline:
         )
         elapsed_ms = (time.perf_counter() - start) * 1000
         self.unet_calls = self.calls.count
+        self.first_timestep = int(self.pipe.scheduler.timesteps[0])
         return elapsed_ms
 
 

@@ -3,6 +3,7 @@
 - ``engine``: DenoiserEngine (encode_prompt / denoise / decode), DenoiseJob, DenoiseCancelled
 - ``params``: ImageParams and its validation
 - ``samplers``: the sampler registry (``ddim``, ``euler``, ``dpmpp_2m``, ``unipc``, ``lcm``)
+- ``deep_cache``: DeepCache feature caching (``ImageParams.cache_interval``), used by the engine
 """
 
 from .engine import DenoiseCancelled, DenoiseJob, DenoiserEngine

@@ -6,7 +6,8 @@ receives from the deeper path is stored; on the steps in between only the shallo
 fed that stored feature::
 
     full step  (k % interval == 0):  the plain ``unet(x, t, context)`` call; a forward pre-hook
-                                     on up_blocks[-1] keeps its ``hidden_states`` (B, C0, h, w)
+                                     on up_blocks[-1] keeps its ``hidden_states`` (B, C1, h, w)
+                                     (installed once per U-Net, a no-op for any other call)
     cached step (the others):        conv_in -> time embedding -> down_blocks[0] (its skips)
                                      -> up_blocks[-1](stored deep feature, skips)
                                      -> conv_norm_out / conv_act / conv_out
@@ -25,6 +26,8 @@ not supported here.
 """
 
 from __future__ import annotations
+
+import threading
 
 import torch
 from diffusers import UNet2DConditionModel
@@ -87,6 +90,26 @@ class DeepCacheUNet:
         return shallow_forward(self.unet, sample, timestep, encoder_hidden_states, self._deep)
 
 
+_capture = threading.local()  # .kept: list the current thread's full step appends the deep feature to
+_hook_lock = threading.Lock()
+
+
+def _keep_deep_feature(module, args, kwargs) -> None:
+    """Forward pre-hook on up_blocks[-1]: a no-op unless this thread's ``full_forward`` is running."""
+    kept = getattr(_capture, "kept", None)
+    if kept is not None:
+        kept.append(kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])
+
+
+def _install_hook(unet: UNet2DConditionModel) -> None:
+    """Register the pre-hook once per U-Net (never removed, so concurrent calls never see hooks change)."""
+    block = unet.up_blocks[-1]
+    with _hook_lock:
+        if not getattr(block, "_triptych_deep_cache_hook", False):
+            block.register_forward_pre_hook(_keep_deep_feature, with_kwargs=True)
+            block._triptych_deep_cache_hook = True
+
+
 def full_forward(
     unet: UNet2DConditionModel,
     sample: torch.Tensor,
@@ -94,16 +117,12 @@ def full_forward(
     encoder_hidden_states: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The plain U-Net output (B, C, h, w) and the deep feature up_blocks[-1] received (B, C_deep, h, w)."""
-    kept: list[torch.Tensor] = []
-
-    def keep_input(module, args, kwargs) -> None:
-        kept.append(kwargs["hidden_states"] if "hidden_states" in kwargs else args[0])
-
-    handle = unet.up_blocks[-1].register_forward_pre_hook(keep_input, with_kwargs=True)
+    _install_hook(unet)
+    _capture.kept = kept = []
     try:
         out = unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
     finally:
-        handle.remove()
+        _capture.kept = None
     return out, kept[-1]
 
 

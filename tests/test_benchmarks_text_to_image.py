@@ -21,8 +21,16 @@ def one_thread(monkeypatch):
 
 def test_quick_in_process_benchmark_prints_the_expected_tables(tmp_path, capsys, one_thread):
     json_path = tmp_path / "t2i.json"
-    argv = ["--quick", "--no-serve", "--threads", "1", "--model-dir", str(tmp_path / "models"),
-            "--json", str(json_path)]
+    argv = [
+        "--quick",
+        "--no-serve",
+        "--threads",
+        "1",
+        "--model-dir",
+        str(tmp_path / "models"),
+        "--json",
+        str(json_path),
+    ]
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
     result = json.loads(json_path.read_text())
@@ -32,7 +40,7 @@ def test_quick_in_process_benchmark_prints_the_expected_tables(tmp_path, capsys,
     assert result["machine"]["cpu_model"] and result["machine"]["cpu_cores"] >= 1
     assert "profile `tiny`" in out and result["machine"]["cpu_model"] in out
     assert result["settings"]["size"] == "64x64" and result["serve"] is None
-    assert result["notes"] == []  # every setting gave the same latents in every round
+    assert not any("differ between rounds" in note for note in result["notes"])  # deterministic
 
     rows = result["samplers"]
     assert [(r["sampler"], r["steps"]) for r in rows] == [(s, n) for s in bench.SAMPLERS for n in grid.steps]
