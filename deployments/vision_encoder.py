@@ -24,13 +24,7 @@ class VisionEncoder:
         self._batches = 0
 
     def info(self) -> VisionInfo:
-        fingerprint = dict(self._engine.fingerprint)
-        return VisionInfo(
-            model_id=str(fingerprint.pop("model_id")),
-            revision=str(fingerprint.pop("revision")),
-            preprocess=fingerprint,
-            num_visual_tokens=self._engine.num_visual_tokens,
-        )
+        return VisionInfo.from_fingerprint(self._engine.fingerprint, self._engine.num_visual_tokens)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def encode(self, images: list[bytes]) -> list:

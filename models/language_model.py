@@ -28,6 +28,19 @@ class LanguageModelParts:
     context_length: int
     model_id: str
 
+    @classmethod
+    def from_model(cls, model: nn.Module, chat: ChatTokenizer) -> LanguageModelParts:
+        """Parts for a loaded causal LM whose prompts ``chat`` builds."""
+        return cls(
+            tokenizer=chat.tokenizer,
+            model=model,
+            embed_tokens=model.get_input_embeddings(),
+            image_token=chat.image_token,
+            image_token_id=chat.image_token_id,
+            context_length=chat.context_length,
+            model_id=chat.model_id,
+        )
+
 
 @dataclass(frozen=True)
 class ChatTokenizer:

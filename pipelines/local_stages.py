@@ -34,13 +34,7 @@ class LocalVisionStage:
         self.images_encoded = 0
 
     async def info(self) -> VisionInfo:
-        fingerprint = dict(self._engine.fingerprint)
-        return VisionInfo(
-            model_id=str(fingerprint.pop("model_id")),
-            revision=str(fingerprint.pop("revision")),
-            preprocess=fingerprint,
-            num_visual_tokens=self._engine.num_visual_tokens,
-        )
+        return VisionInfo.from_fingerprint(self._engine.fingerprint, self._engine.num_visual_tokens)
 
     async def encode(self, image: bytes) -> VisionFeatures:
         return await asyncio.to_thread(self._encode, image)

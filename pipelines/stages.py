@@ -21,6 +21,12 @@ class VisionInfo:
     preprocess: dict
     num_visual_tokens: int
 
+    @classmethod
+    def from_fingerprint(cls, fingerprint: dict, num_visual_tokens: int) -> VisionInfo:
+        """Split an encoder fingerprint into model id, revision and the preprocessing config."""
+        rest = dict(fingerprint)
+        return cls(str(rest.pop("model_id")), str(rest.pop("revision")), rest, num_visual_tokens)
+
 
 @dataclass(frozen=True)
 class DecoderInfo:

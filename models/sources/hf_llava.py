@@ -68,15 +68,7 @@ def load_language_model(model_dir: Path) -> LanguageModelParts:
     llava = _load_llava(model_dir)
     del llava.model.vision_tower  # text-only forward (pixel_values=None) never touches them
     del llava.model.multi_modal_projector
-    return LanguageModelParts(
-        tokenizer=chat.tokenizer,
-        model=llava,
-        embed_tokens=llava.get_input_embeddings(),
-        image_token=chat.image_token,
-        image_token_id=chat.image_token_id,
-        context_length=chat.context_length,
-        model_id=chat.model_id,
-    )
+    return LanguageModelParts.from_model(llava, chat)
 
 
 def _revision(model_dir: Path) -> str:

@@ -149,15 +149,7 @@ def load_language_model(model_dir: Path) -> LanguageModelParts:
     chat = load_chat_tokenizer(model_dir)
     lm_dir = _language_model_dir(model_dir, read_manifest(model_dir))
     model = AutoModelForCausalLM.from_pretrained(lm_dir, dtype=torch.float32, local_files_only=True).eval()
-    return LanguageModelParts(
-        tokenizer=chat.tokenizer,
-        model=model,
-        embed_tokens=model.get_input_embeddings(),
-        image_token=chat.image_token,
-        image_token_id=chat.image_token_id,
-        context_length=chat.context_length,
-        model_id=chat.model_id,
-    )
+    return LanguageModelParts.from_model(model, chat)
 
 
 def _language_model_dir(model_dir: Path, manifest: dict[str, Any]) -> Path:
