@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     from triptych.config import DEFAULT_MODEL_DIR
 
     model_dir = args.model_dir or Path(os.environ.get("TRIPTYCH_MODEL_DIR", DEFAULT_MODEL_DIR))
-    bench = ImageBench(args, QUICK if args.quick else Grid(), model_dir)
+    bench = ImageBench(args, QUICK if args.quick else Grid(), model_dir, threads)
     bench.load()
     bench.measure_engine()
     if not args.no_serve:
@@ -138,8 +138,8 @@ class Setting:
 class ImageBench:
     """Loads the engine and the diffusers baseline once, then runs the rounds of each section."""
 
-    def __init__(self, args: argparse.Namespace, grid: Grid, model_dir: Path):
-        self.args, self.grid, self.model_dir = args, grid, model_dir
+    def __init__(self, args: argparse.Namespace, grid: Grid, model_dir: Path, threads: int):
+        self.args, self.grid, self.model_dir, self.threads = args, grid, model_dir, threads
         self.notes: list[str] = []
         self.serve: dict[str, Any] | None = None
 
@@ -255,7 +255,7 @@ class ImageBench:
             grpc_port=free_port(),
             vision_encoder=DeploymentOptions(num_cpus=0.1),  # idle here; one replica each, no autoscaling
             llm_decoder=DeploymentOptions(num_cpus=0.1),
-            denoiser=DeploymentOptions(num_cpus=0.5, max_ongoing_requests=8),
+            denoiser=DeploymentOptions(num_cpus=0.5, max_ongoing_requests=8, torch_threads=self.threads),
         )
         _log("starting Serve (embedded Redis, local Ray)")
         with (

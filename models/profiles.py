@@ -3,7 +3,8 @@
 ``PROFILES`` is the registry: a ``Profile`` knows the checkpoints it provides under the model root
 (``TRIPTYCH_MODEL_DIR``), creating them first if it generates them, and its default chat model.
 ``tiny`` provides ``tiny-open-clip-llava`` (default) and ``tiny-hf-llava``. ``bench`` and ``toy``
-are one more entry each. A chat model may also be any checkpoint directory (a name under the model
+are one more entry each; ``toy`` serves the weights trained on the toy world and shipped in the
+repository under ``toy/checkpoints/`` (it ignores the model root). A chat model may also be any checkpoint directory (a name under the model
 root, or a path), so a real LLaVA checkpoint needs no code.
 """
 
@@ -39,6 +40,12 @@ def _ensure_bench(model_dir: Path) -> dict[str, Path]:
         "bench-sd": ensure_bench_diffusion(model_dir),
         "tiny-sd": ensure_tiny_diffusion(model_dir),
     }
+
+
+def _ensure_toy(model_dir: Path) -> dict[str, Path]:
+    from toy import shipped_checkpoints  # trained weights shipped in the repo; model_dir is not used
+
+    return shipped_checkpoints()
 
 
 PROFILES: dict[str, Profile] = {
@@ -81,7 +88,10 @@ def _profile(profile: str) -> Profile:
 
 def _resolve(spec: Profile, profile: str, model_dir: Path, name: str) -> Path:
     if name in spec.models:
-        return spec.ensure(model_dir)[name]
+        provided = spec.ensure(model_dir)
+        if name not in provided:
+            raise ValueError(f"model {name!r} of profile {profile!r} is not available (its checkpoint is missing)")
+        return provided[name]
     for candidate in (model_dir / name, Path(name).expanduser()):
         if candidate.is_dir():
             return candidate

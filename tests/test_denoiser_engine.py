@@ -189,7 +189,7 @@ INVALID = [
     ("sampler", {"sampler": "k_lms"}),
     ("seed", {"seed": -1}),
     ("cache_interval", {"cache_interval": 0}),
-    ("cache_interval", {"cache_interval": 3}),
+    ("cache_interval", {"cache_interval": 11}),
 ]
 
 

@@ -108,3 +108,16 @@ def test_grpc_bad_image_request_is_invalid_argument(grpc_client, fields, field):
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().startswith(field)
     assert generate(grpc_client, prompt="still serving", steps=1)[-1].HasField("result")
+
+
+def test_cache_interval_through_http_and_grpc(server, grpc_client):
+    body = {"prompt": "a blue diamond", "steps": 6, "seed": 11, "sampler": "ddim", "size": "32x32"}
+    plain = httpx.post(f"{server.http_url}/v1/images/generations", json={**body, "cache_interval": 1}, timeout=60)
+    cached = httpx.post(f"{server.http_url}/v1/images/generations", json={**body, "cache_interval": 3}, timeout=60)
+    assert plain.status_code == cached.status_code == 200
+    assert plain.json()["data"][0]["b64_json"] != cached.json()["data"][0]["b64_json"]  # fewer full U-Net steps
+    result = generate(grpc_client, prompt="a blue diamond", steps=6, seed=11, sampler="ddim", width=32, height=32,
+                      cache_interval=3)[-1].result
+    assert base64.b64encode(result.images[0].png).decode() == cached.json()["data"][0]["b64_json"]
+    bad = httpx.post(f"{server.http_url}/v1/images/generations", json={**body, "cache_interval": 11}, timeout=60)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "cache_interval"

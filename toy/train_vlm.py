@@ -1,0 +1,262 @@
+"""Train the toy VLM on toy-world question/answer pairs: ``python -m toy.train_vlm``.
+
+Vision tower = the trained toy CLIP's ``visual`` (``toy/checkpoints/toy-clip``), frozen: its patch
+tokens and [CLS] attention are computed once for a pool of training images. Trained: the MLP
+projector and a small Llama from scratch (hidden 128, 4 layers, the locally trained chat tokenizer).
+
+Each training sequence is a chat about one image with 1-4 question/answer turns (question types
+balanced); the first turn is exactly a serving prompt (``ChatPromptBuilder``: chat template,
+``<image>`` expanded to K visual tokens, image before or after the question), later turns reuse the
+image so its tokens are paid once. Loss only on answer tokens. Pruning robustness: half of the
+sequences keep only K < 64 visual tokens (K uniform in 6..63), chosen like serving chooses them (the
+registered ``cls_attention`` pruner: top-K [CLS] attention, spatial order) or, for K >= 40, a random
+subset in spatial order, so pruned inputs are in-distribution.
+
+Writes ``toy/checkpoints/toy-vlm/`` (``open_clip_llava`` format) and ``training.json`` with the
+held-out accuracies measured through the real loaders and engines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from . import world
+from .clip import PREPROCESS_CFG, TOY_CLIP_DIR, pixels
+from .train_clip import seed_everything
+from .vlm import IGNORE, TOY_VLM_DIR, build_sequence, build_toy_tokenizer, embed_inputs, evaluate_vqa
+from .vlm import llama_config, load_vlm
+
+
+def load_frozen_visual(clip_dir: Path):
+    """The toy CLIP's visual tower built the way ``open_clip_llava`` builds it (output_tokens=True)."""
+    from models.sources import open_clip_llava as src
+
+    model_cfg = json.loads((clip_dir / "open_clip_config.json").read_text())["model_cfg"]
+    visual, _ = src.create_visual(model_cfg, PREPROCESS_CFG)
+    state = load_file(clip_dir / "open_clip_model.safetensors")
+    visual.load_state_dict({k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")})
+    for p in visual.parameters():
+        p.requires_grad_(False)
+    return visual.eval(), model_cfg
+
+
+@torch.no_grad()
+def encode_pool(tower, images: np.ndarray, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pre-projector patch tokens (N, 64, D_v) and [CLS] attention (N, 64) of the frozen tower."""
+    captured = {}
+    hook = tower.projector.register_forward_hook(lambda m, args, out: captured.__setitem__("x", args[0]))
+    tokens, attention = [], []
+    try:
+        for i in tqdm(range(0, len(images), batch), desc="encode", leave=False):
+            _, cls_attention = tower(pixels(images[i : i + batch]))  # (b, 64, D_lm), (b, 64)
+            tokens.append(captured["x"].clone())  # (b, 64, D_v)
+            attention.append(cls_attention)
+    finally:
+        hook.remove()
+    return torch.cat(tokens), torch.cat(attention)
+
+
+def choose_visual_tokens(tokens: torch.Tensor, attention: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    """The kept visual tokens (K, D_v) of one image: all 64, or a pruned subset like serving keeps."""
+    from encoders.pruning import PRUNERS
+    from triptych.types import VisionFeatures
+
+    n = tokens.shape[0]
+    if rng.random() < 0.5:
+        return tokens
+    k = rng.randint(6, n - 1)
+    if k >= 40 and rng.random() < 0.3:
+        keep = sorted(rng.sample(range(n), k))  # random subset, spatial order
+        return tokens[keep]
+    return PRUNERS["cls_attention"](VisionFeatures(tokens, attention), k).tokens  # (K, D_v) spatial order
+
+
+def sample_turns(scene: world.Scene, rng: random.Random, n_turns: int) -> list[tuple[str, str]]:
+    """``n_turns`` (question, answer) pairs, question type uniform, phrasing drawn from ``rng``."""
+    by_type: dict[str, list[world.QA]] = {}
+    for qa in world.questions(scene, rng):
+        by_type.setdefault(qa.qtype, []).append(qa)
+    turns = []
+    for _ in range(n_turns):
+        qa = rng.choice(by_type[rng.choice(world.QTYPES)])
+        question = qa.question[0].upper() + qa.question[1:] if rng.random() < 0.3 else qa.question
+        turns.append((question, qa.answer))
+    return turns
+
+
+def collate(seqs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad to (B, T): ids, labels (IGNORE on padding), attention mask."""
+    T = max(len(ids) for ids, _ in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    labels = torch.full((len(seqs), T), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for b, (i, lab) in enumerate(seqs):
+        ids[b, : len(i)] = torch.tensor(i)
+        labels[b, : len(lab)] = torch.tensor(lab)
+        mask[b, : len(i)] = 1
+    return ids, labels, mask
+
+
+def forward_loss(lm, projector, ids, labels, mask, visual_flat, image_token_id) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean CE over answer tokens, and the (B, T, V) logits."""
+    embeds = embed_inputs(ids, projector(visual_flat), lm.get_input_embeddings(), image_token_id)  # (B, T, D)
+    logits = lm(inputs_embeds=embeds, attention_mask=mask).logits  # (B, T, V)
+    # position t predicts token t + 1
+    loss = F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=IGNORE)
+    return loss, logits
+
+
+def main(argv: list[str] | None = None) -> None:
+    from decoders.chat_template import ChatPromptBuilder
+    from encoders.open_clip_tower import OpenClipTower, ProjectorMLP
+    from models.sources import open_clip_llava as src
+    from transformers import LlamaForCausalLM
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clip", type=Path, default=TOY_CLIP_DIR)
+    parser.add_argument("--out", type=Path, default=TOY_VLM_DIR)
+    parser.add_argument("--steps", type=int, default=700)
+    parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--n-images", type=int, default=8000)
+    parser.add_argument("--n-single", type=int, default=1500)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--max-turns", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--eval-items", type=int, default=600, help="held-out items for the final evaluation")
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    tokenizer = build_toy_tokenizer()
+    image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    builder = ChatPromptBuilder(tokenizer, "<image>", image_token_id)
+
+    visual, clip_cfg = load_frozen_visual(args.clip)
+    width = clip_cfg["vision_cfg"]["width"]
+    projector = ProjectorMLP(width, args.hidden)
+    tower = OpenClipTower(visual, projector, PREPROCESS_CFG, model_id="toy-vlm", revision="training")
+    lm = LlamaForCausalLM(llama_config(len(tokenizer), args.hidden, args.layers))
+
+    scenes = [world.make_scene("train", i, args.seed) for i in range(args.n_images)]
+    scenes += [
+        world.single_object_scene(world.scene_rng("train", args.seed, i, stream="vlm-single"), size=None)
+        for i in range(args.n_single)
+    ]  # plain-background one-object scenes, like generated images
+    images = np.stack([world.render_array(s) for s in tqdm(scenes, desc="render", leave=False)])
+    feats, attention = encode_pool(tower, images)  # (N, 64, D_v), (N, 64)
+    del images
+
+    val = [it for it in world.vqa_items(240, split="val", qtypes=("colour", "shape", "count", "exists", "position"))]
+    val_feats, val_attention = encode_pool(tower, np.stack([np.asarray(it.image) for it in val]))
+
+    params = list(projector.parameters()) + list(lm.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    warmup = max(1, args.steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / args.steps))))
+    )
+    rng = random.Random(args.seed)
+    lm.train()
+    projector.train()
+    bar = tqdm(range(args.steps), desc="toy-vlm")
+    for step in bar:
+        seqs, visual_rows = [], []
+        for _ in range(args.batch_size):
+            i = rng.randrange(len(scenes))
+            kept = choose_visual_tokens(feats[i], attention[i], rng)  # (K, D_v)
+            turns = sample_turns(scenes[i], rng, rng.randint(1, args.max_turns))
+            seqs.append(build_sequence(builder, tokenizer, turns, kept.shape[0], image_first=rng.random() < 0.5))
+            visual_rows.append(kept)
+        ids, labels, mask = collate(seqs, tokenizer.pad_token_id)
+        loss, _ = forward_loss(lm, projector, ids, labels, mask, torch.cat(visual_rows), image_token_id)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}", tokens=ids.shape[1])
+        if args.eval_every and (step + 1) % args.eval_every == 0:
+            acc = quick_eval(lm, projector, builder, tokenizer, val, val_feats, image_token_id)
+            lm.train()
+            projector.train()
+            tqdm.write(f"step {step + 1}: loss {loss.item():.4f}  val (teacher-forced) {acc}")
+
+    lm.eval()
+    projector.eval()
+    save_vlm(args.out, tokenizer, visual, projector, lm, clip_cfg, args.hidden)
+    train_s = time.perf_counter() - start
+
+    vlm = load_vlm(args.out)  # evaluate what was written, through the real loaders and engines
+    items = world.vqa_items(args.eval_items, split="test")
+    report = {"train_seconds": round(train_s, 1), "steps": args.steps, "batch_size": args.batch_size,
+              "seed": args.seed, "heldout_items": len(items), "heldout_exact_match": {}}  # fmt: skip
+    for ratio in (1.0, 0.5, 0.25):
+        acc = evaluate_vqa(vlm, items, keep_ratio=ratio, pruning_method="cls_attention")
+        report["heldout_exact_match"][f"keep_{ratio}"] = {k: round(v, 4) for k, v in acc.items()}
+        print(f"keep {ratio}: {acc}", flush=True)
+    (args.out / "training.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+@torch.no_grad()
+def quick_eval(lm, projector, builder, tokenizer, items, feats, image_token_id) -> dict[str, float]:
+    """Teacher-forced exact match per qtype (every answer token argmax-right) on single-turn items."""
+    lm.eval()
+    projector.eval()
+    seqs = [build_sequence(builder, tokenizer, [(it.question, it.answer)], feats.shape[1]) for it in items]
+    ids, labels, mask = collate(seqs, tokenizer.pad_token_id)
+    _, logits = forward_loss(lm, projector, ids, labels, mask, feats.flatten(0, 1), image_token_id)
+    pred, gold = logits[:, :-1].argmax(-1), labels[:, 1:]  # (B, T-1)
+    ok = ((pred == gold) | (gold == IGNORE)).all(dim=1).tolist()  # (B,)
+    out: dict[str, list[bool]] = {}
+    for it, o in zip(items, ok):
+        out.setdefault(it.qtype, []).append(o)
+    return {q: round(sum(v) / len(v), 3) for q, v in out.items()}
+
+
+def save_vlm(out: Path, tokenizer, visual, projector, lm, clip_cfg: dict, hidden: int) -> None:
+    """Write the ``open_clip_llava`` directory (replacing ``out``)."""
+    from models.sources import open_clip_llava as src
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    contiguous = lambda m: {k: v.detach().float().contiguous() for k, v in m.state_dict().items()}  # noqa: E731
+    save_file(contiguous(visual), out / src.VISION_WEIGHTS)
+    save_file(contiguous(projector), out / src.PROJECTOR_WEIGHTS)
+    lm.save_pretrained(out / "language_model")
+    tokenizer.save_pretrained(out / "language_model")
+    vision_cfg = clip_cfg["vision_cfg"]
+    manifest = {
+        "source": src.NAME,
+        "format_version": src.FORMAT_VERSION,
+        "model_id": "toy-vlm",
+        "open_clip_config": clip_cfg,
+        "preprocess_cfg": PREPROCESS_CFG,
+        "image_size": vision_cfg["image_size"],
+        "num_patches": (vision_cfg["image_size"] // vision_cfg["patch_size"]) ** 2,
+        "projector": {"type": "mlp2x_gelu", "in_features": vision_cfg["width"], "out_features": hidden},
+        "language_model": "language_model",
+        "image_token": "<image>",
+    }
+    (out / src.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
