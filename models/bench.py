@@ -21,17 +21,13 @@ rename publishing, so concurrent builders never expose a half-written directory.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 from . import tiny
+from .checkpoint_dir import ensure_checkpoint
 
 BENCH_HF_LLAVA = "bench-hf-llava"
 BENCH_RECIPE_VERSION = 1  # bump when the recipe below changes; a stale directory is rebuilt
-BENCH_MARKER = ".triptych_bench.json"
 
 IMAGE_SIZE, PATCH_SIZE = 336, 14  # -> 576 patches
 VISION_WIDTH = 384
@@ -41,43 +37,19 @@ CONTEXT_LENGTH = 2048
 
 def ensure_bench_models(root: Path | str) -> dict[str, Path]:
     """Create (once) and return ``{"bench-hf-llava": path}`` under ``root``."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / BENCH_HF_LLAVA
-    if final.exists() and not _is_current(final):
-        _discard(root, final)
-    return {BENCH_HF_LLAVA: tiny._ensure(root, BENCH_HF_LLAVA, _build_hf_llava)}
-
-
-def _is_current(path: Path) -> bool:
-    try:
-        return json.loads((path / BENCH_MARKER).read_text()) == {"recipe_version": BENCH_RECIPE_VERSION}
-    except (OSError, ValueError):
-        return False
-
-
-def _discard(root: Path, path: Path) -> None:
-    """Move a stale build aside (atomic), then delete it; a concurrent discard is fine."""
-    stale = root / f".{path.name}.stale-{uuid.uuid4().hex[:8]}"
-    try:
-        os.rename(path, stale)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(stale, ignore_errors=True)
+    return {BENCH_HF_LLAVA: ensure_checkpoint(Path(root), BENCH_HF_LLAVA, _build_hf_llava, BENCH_RECIPE_VERSION)}
 
 
 def _build_hf_llava(out: Path) -> None:
     import torch
     from transformers import (
-        CLIPImageProcessor,
         CLIPVisionConfig,
         LlamaConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
-        LlavaProcessor,
     )
 
-    from .chat_tokenizer import CHAT_TEMPLATE, IMAGE, build_chat_tokenizer
+    from .chat_tokenizer import IMAGE, build_chat_tokenizer
 
     tokenizer = build_chat_tokenizer()
     tokenizer.model_max_length = CONTEXT_LENGTH  # prompts hold 576 image tokens: no length warnings
@@ -104,20 +76,4 @@ def _build_hf_llava(out: Path) -> None:
     with torch.no_grad():
         model.lm_head.weight[tokenizer.all_special_ids] = 0.0  # (5, D): see the module docstring
     model.save_pretrained(out)
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        image_mean=tiny.OPENAI_MEAN,
-        image_std=tiny.OPENAI_STD,
-    )
-    processor = LlavaProcessor(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,  # the [CLS] token
-        chat_template=CHAT_TEMPLATE,
-    )
-    processor.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / BENCH_MARKER).write_text(json.dumps({"recipe_version": BENCH_RECIPE_VERSION}))
+    tiny.save_llava_processor(out, tokenizer, IMAGE_SIZE, PATCH_SIZE)

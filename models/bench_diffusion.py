@@ -21,16 +21,13 @@ Deterministic: fixed seeds, the same bytes every build. A recipe marker rebuilds
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from . import tiny
-from .bench import _discard
+from .checkpoint_dir import ensure_checkpoint
 from .tiny_diffusion import MAX_TEXT_TOKENS, SD_SCHEDULER_CONFIG, VAE_SCALE_FACTOR, _write_bpe_files
 
 BENCH_SD = "bench-sd"
 RECIPE_VERSION = 1  # bump when the recipe below changes; a stale directory is rebuilt
-MARKER = ".triptych_bench_sd.json"
 
 IMAGE_SIZE = 192  # native size: 24 x 24 latents (a multiple of 8 = the U-Net's total downsampling)
 TEXT_HIDDEN = 256
@@ -41,19 +38,7 @@ HEAD_CHANNELS = 64
 
 def ensure_bench_diffusion(root: Path | str) -> Path:
     """Create (once) and return the ``bench-sd`` Stable Diffusion directory under ``root``."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / BENCH_SD
-    if final.exists() and not _is_current(final):
-        _discard(root, final)
-    return tiny._ensure(root, BENCH_SD, _build)
-
-
-def _is_current(path: Path) -> bool:
-    try:
-        return json.loads((path / MARKER).read_text()) == {"recipe_version": RECIPE_VERSION}
-    except (OSError, ValueError):
-        return False
+    return ensure_checkpoint(Path(root), BENCH_SD, _build, RECIPE_VERSION)
 
 
 def _build(out: Path) -> None:
@@ -118,4 +103,3 @@ def _build(out: Path) -> None:
         requires_safety_checker=False,
     )
     pipe.save_pretrained(out)
-    (out / MARKER).write_text(json.dumps({"recipe_version": RECIPE_VERSION}))

@@ -10,25 +10,21 @@ Two directories under ``root``, written with the real savers so the real loaders
 
 Both share the locally trained chat tokenizer (``models.chat_tokenizer``). Building is
 deterministic (same bytes every time). Each model is built in a temporary directory next to its
-final place and renamed into it, so concurrent builders never expose a half-written directory.
+final place and renamed into it (``models.checkpoint_dir``), so concurrent builders never expose a
+half-written directory.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from .checkpoint_dir import ensure_checkpoint
 
 TINY_OPEN_CLIP_LLAVA = "tiny-open-clip-llava"
 TINY_HF_LLAVA = "tiny-hf-llava"
 RECIPE_VERSION = 1  # bump when a recipe changes; stale directories are then rebuilt
-MARKER = ".triptych_tiny.json"
-_BUILD_LOCK = threading.Lock()
 
 OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -40,53 +36,7 @@ CONTEXT_LENGTH = 512
 def ensure_tiny_models(root: Path | str) -> dict[str, Path]:
     """Create (once) and return ``{"tiny-open-clip-llava": path, "tiny-hf-llava": path}`` under ``root``."""
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    return {name: _ensure(root, name, build) for name, build in _BUILDERS.items()}
-
-
-def _is_current(path: Path, name: str) -> bool:
-    try:
-        marker = json.loads((path / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return marker == {"name": name, "recipe_version": RECIPE_VERSION}
-
-
-def _ensure(root: Path, name: str, build: Callable[[Path], None]) -> Path:
-    final = root / name
-    if _is_current(final, name):
-        return final
-    with _BUILD_LOCK:  # builders seed torch's global RNG: one at a time per process
-        if _is_current(final, name):
-            return final
-        _build_and_publish(root, name, build)
-    return final
-
-
-def _build_and_publish(root: Path, name: str, build: Callable[[Path], None]) -> None:
-    import torch
-
-    final = root / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
-    try:
-        with torch.random.fork_rng(devices=[]):  # leave the caller's RNG state untouched
-            build(tmp)
-        (tmp / MARKER).write_text(json.dumps({"name": name, "recipe_version": RECIPE_VERSION}))
-        _make_readable(tmp)
-        if final.exists() and not _is_current(final, name):  # stale recipe: move it aside, then drop it
-            stale = root / f".{name}.stale-{uuid.uuid4().hex[:8]}"
-            try:
-                os.rename(final, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            except FileNotFoundError:
-                pass
-        try:
-            os.rename(tmp, final)  # atomic; fails if another process published first
-        except OSError:
-            if not _is_current(final, name):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return {name: ensure_checkpoint(root, name, build, RECIPE_VERSION) for name, build in _BUILDERS.items()}
 
 
 def _build_open_clip_llava(out: Path) -> None:
@@ -138,14 +88,12 @@ def _build_open_clip_llava(out: Path) -> None:
 def _build_hf_llava(out: Path) -> None:
     import torch
     from transformers import (
-        CLIPImageProcessor,
         CLIPVisionConfig,
         LlavaConfig,
         LlavaForConditionalGeneration,
-        LlavaProcessor,
     )
 
-    from .chat_tokenizer import CHAT_TEMPLATE, IMAGE, build_chat_tokenizer
+    from .chat_tokenizer import IMAGE, build_chat_tokenizer
 
     tokenizer = build_chat_tokenizer()
     vision_config = CLIPVisionConfig(
@@ -163,16 +111,25 @@ def _build_hf_llava(out: Path) -> None:
     )
     torch.manual_seed(3)
     LlavaForConditionalGeneration(config).eval().save_pretrained(out)
+    save_llava_processor(out, tokenizer, IMAGE_SIZE, PATCH_SIZE)
+
+
+def save_llava_processor(out: Path, tokenizer, image_size: int, patch_size: int) -> None:
+    """Write a ``LlavaProcessor`` (CLIP image processor + tokenizer + chat template) beside a Llava."""
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    from .chat_tokenizer import CHAT_TEMPLATE
+
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
         image_mean=OPENAI_MEAN,
         image_std=OPENAI_STD,
     )
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
+        patch_size=patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # the [CLS] token
         chat_template=CHAT_TEMPLATE,
@@ -203,14 +160,6 @@ def _tiny_llama(vocab_size: int):
     from transformers import LlamaForCausalLM
 
     return LlamaForCausalLM(_tiny_llama_config(vocab_size)).eval()
-
-
-def _make_readable(path: Path) -> None:
-    """mkdtemp and some savers create owner-only files; the models are meant to be shared."""
-    for dirpath, _, filenames in os.walk(path):
-        os.chmod(dirpath, 0o755)
-        for filename in filenames:
-            os.chmod(os.path.join(dirpath, filename), 0o644)
 
 
 def _contiguous(state_dict: dict) -> dict:

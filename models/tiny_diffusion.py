@@ -30,16 +30,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
+from .checkpoint_dir import ensure_checkpoint
+
 TINY_SD = "tiny-sd"
 RECIPE_VERSION = 1  # bump when the recipe changes; stale directories are then rebuilt
-MARKER = ".triptych_tiny.json"
 
 NUM_MERGES = 4000  # of open_clip's 48,894; keeps vocab.json/merges.txt and the embedding small
 MAX_TEXT_TOKENS = 77  # CLIP's context, BOS and EOS included
@@ -62,47 +59,7 @@ SD_SCHEDULER_CONFIG: dict[str, Any] = {
 
 def ensure_tiny_diffusion(root: Path | str) -> Path:
     """Create (once) and return the ``tiny-sd`` Stable Diffusion directory under ``root``."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / TINY_SD
-    if _is_current(final):
-        return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_SD}.tmp-", dir=root))
-    try:
-        _build(tmp)
-        (tmp / MARKER).write_text(json.dumps({"name": TINY_SD, "recipe_version": RECIPE_VERSION}))
-        _make_readable(tmp)
-        if final.exists() and not _is_current(final):  # stale recipe: move it aside, then drop it
-            stale = root / f".{TINY_SD}.stale-{uuid.uuid4().hex[:8]}"
-            try:
-                os.rename(final, stale)
-                shutil.rmtree(stale, ignore_errors=True)
-            except FileNotFoundError:
-                pass
-        try:
-            os.rename(tmp, final)  # atomic; fails if another process published first
-        except OSError:
-            if not _is_current(final):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
-
-
-def _is_current(path: Path) -> bool:
-    try:
-        marker = json.loads((path / MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return marker == {"name": TINY_SD, "recipe_version": RECIPE_VERSION}
-
-
-def _make_readable(path: Path) -> None:
-    """mkdtemp and the safetensors writer create owner-only modes; the checkpoint is shared read-only."""
-    for dirpath, _, filenames in os.walk(path):
-        os.chmod(dirpath, 0o755)
-        for name in filenames:
-            os.chmod(os.path.join(dirpath, name), 0o644)
+    return ensure_checkpoint(Path(root), TINY_SD, _build, RECIPE_VERSION)
 
 
 def clip_bpe_vocab(num_merges: int = NUM_MERGES) -> tuple[dict[str, int], list[tuple[str, str]]]:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from models import tiny
-from models.tiny import MARKER, TINY_HF_LLAVA, TINY_OPEN_CLIP_LLAVA, ensure_tiny_models
+from models.checkpoint_dir import MARKER, build_and_publish
+from models.tiny import RECIPE_VERSION, TINY_HF_LLAVA, TINY_OPEN_CLIP_LLAVA, ensure_tiny_models
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -73,9 +74,9 @@ def test_concurrent_builders(built, tmp_path):
 def test_losing_a_race_to_another_process_is_fine(built, tmp_path):
     """Two builders that both missed the finished directory: the second rename fails, its copy is dropped."""
     build = tiny._BUILDERS[TINY_OPEN_CLIP_LLAVA]
-    tiny._build_and_publish(tmp_path, TINY_OPEN_CLIP_LLAVA, build)  # the other process wins
+    build_and_publish(tmp_path, TINY_OPEN_CLIP_LLAVA, build, RECIPE_VERSION)  # the other process wins
     winner = tree(tmp_path / TINY_OPEN_CLIP_LLAVA)
-    tiny._build_and_publish(tmp_path, TINY_OPEN_CLIP_LLAVA, build)  # we finish second
+    build_and_publish(tmp_path, TINY_OPEN_CLIP_LLAVA, build, RECIPE_VERSION)  # we finish second
     assert tree(tmp_path / TINY_OPEN_CLIP_LLAVA) == winner == tree(built[TINY_OPEN_CLIP_LLAVA])
     assert [p.name for p in tmp_path.iterdir()] == [TINY_OPEN_CLIP_LLAVA]
 

@@ -30,9 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import world
+from . import CHECKPOINTS, world
 
-CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
 TOY_CLIP_DIR = CHECKPOINTS / "toy-clip"
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -112,6 +111,8 @@ def save_clip(model: torch.nn.Module, out_dir: Path | str, model_cfg: dict[str, 
     state = {k: v.detach().float().contiguous() for k, v in model.state_dict().items()}
     save_file(state, out / "open_clip_model.safetensors")
     build_clip_tokenizer().save_pretrained(out)
+    for path in out.rglob("*"):  # safetensors writes owner-only files; the weights are meant to be shared
+        path.chmod(0o755 if path.is_dir() else 0o644)
     return out
 
 

@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--width", type=int, default=96)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--eval-items", type=int, default=600, help="held-out images for the final evaluation")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / args.steps)))
     )
-    val_items = world.t2i_items(150, split="val", with_position=True, with_size=True)
+    val_items = world.t2i_items(150 if args.eval_every else 1, split="val", with_position=True, with_size=True)
     val_images = np.stack([world.render_array(it.scene) for it in val_items])
     rng = random.Random(args.seed)
     order = np.random.default_rng(args.seed)
@@ -138,8 +139,8 @@ def main(argv: list[str] | None = None) -> None:
     save_clip(model, args.out, cfg)
     train_s = time.perf_counter() - start
     clip = load_clip(args.out)  # evaluate what was written, through open_clip's own loaders
-    single = zero_shot_single(clip, n=600, split="test")
-    captions = zero_shot_captions(clip, n=300, split="test")
+    single = zero_shot_single(clip, n=args.eval_items, split="test")
+    captions = zero_shot_captions(clip, n=max(1, args.eval_items // 2), split="test")
     report = {
         "train_seconds": round(train_s, 1),
         "steps": args.steps,

@@ -138,6 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--eval-items", type=int, default=600, help="held-out items for the final evaluation")
+    parser.add_argument("--val-items", type=int, default=240, help="validation items for --eval-every")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     feats, attention = encode_pool(tower, images)  # (N, 64, D_v), (N, 64)
     del images
 
-    val = [it for it in world.vqa_items(240, split="val", qtypes=("colour", "shape", "count", "exists", "position"))]
+    val = world.vqa_items(args.val_items, split="val", qtypes=("colour", "shape", "count", "exists", "position"))
     val_feats, val_attention = encode_pool(tower, np.stack([np.asarray(it.image) for it in val]))
 
     params = list(projector.parameters()) + list(lm.parameters())
@@ -237,6 +238,7 @@ def save_vlm(out: Path, tokenizer, visual, projector, lm, clip_cfg: dict, hidden
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    out.chmod(0o755)
     contiguous = lambda m: {k: v.detach().float().contiguous() for k, v in m.state_dict().items()}  # noqa: E731
     save_file(contiguous(visual), out / src.VISION_WEIGHTS)
     save_file(contiguous(projector), out / src.PROJECTOR_WEIGHTS)
@@ -256,6 +258,8 @@ def save_vlm(out: Path, tokenizer, visual, projector, lm, clip_cfg: dict, hidden
         "image_token": "<image>",
     }
     (out / src.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    for path in out.rglob("*"):  # some savers write owner-only files; the weights are meant to be shared
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 if __name__ == "__main__":
