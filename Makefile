@@ -26,7 +26,9 @@ proto: $(STAMP)
 	$(PY) -m triptych.protogen
 
 bench: $(STAMP)
-	$(RUN_ENV) $(PY) -m benchmarks.chat
+	$(RUN_ENV) $(PY) -m benchmarks.chat --threads 1
+	$(RUN_ENV) $(PY) -m benchmarks.text_to_image --threads 1
+	$(RUN_ENV) $(PY) -m benchmarks.efficiency --threads 1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -50,12 +50,13 @@ from benchmarks.chat_paths import (
     chat_request,
     encoder_rate,
     engine_once,
-    free_port,
     photo_bytes,
     pipeline_once,
     serve_once,
 )
+from benchmarks.common import add_common_arguments, configure_process, log, resolve_common_arguments
 from benchmarks.report import Samples, load_average, machine_summary, markdown_table
+from triptych.ports import free_port
 
 ENCODER_IMAGES = 8
 PATHS = {
@@ -107,70 +108,24 @@ class PathStats:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chat", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny profile (tiny-hf-llava), 1 round, max_tokens 8: a smoke run in seconds",
-    )
-    parser.add_argument("--repeats", type=int, default=None, help="measured rounds (default 5; quick 1)")
+    add_common_arguments(parser, "tiny profile (tiny-hf-llava), 1 round, max_tokens 8: a smoke run in seconds", 5)
     parser.add_argument(
         "--max-tokens", type=int, default=None, help="tokens per request (default 32; quick 8)"
     )
-    parser.add_argument("--profile", default=None, help="model profile (default bench; quick tiny)")
-    parser.add_argument("--model", default=None, help="chat model of the profile or a checkpoint dir")
-    parser.add_argument(
-        "--model-dir",
-        type=Path,
-        default=None,
-        help="model root (default TRIPTYCH_MODEL_DIR or ~/.cache/triptych/models)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads per engine, in-process and in Serve replicas (default: all cores)",
-    )
-    parser.add_argument("--no-serve", action="store_true", help="skip the Serve paths (no Ray)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
-    quick = args.quick
-    args.repeats = args.repeats or (1 if quick else 5)
-    args.max_tokens = args.max_tokens or (8 if quick else 32)
-    args.profile = args.profile or ("tiny" if quick else "bench")
+    resolve_common_arguments(args, parser, 5)
+    args.max_tokens = args.max_tokens or (8 if args.quick else 32)
     if args.model is None and args.profile == "tiny":
         args.model = "tiny-hf-llava"  # the transformers baseline needs a Llava checkpoint
-    if args.repeats < 1 or args.max_tokens < 2:
-        parser.error("--repeats must be >= 1 and --max-tokens >= 2")
+    if args.max_tokens < 2:
+        parser.error("--max-tokens must be >= 2")
     return args
-
-
-def _configure(threads: int | None) -> int:
-    """Offline, quiet, and the same torch thread count here and in Serve replicas (inherited env)."""
-    for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_AUTH_MODE": "disabled",
-                       "TOKENIZERS_PARALLELISM": "false"}.items():  # fmt: skip
-        os.environ.setdefault(key, value)
-    if threads is None:
-        threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
-    # Ray gives a replica with fractional num_cpus OMP_NUM_THREADS=1 unless it is already set.
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    return threads
-
-
-def _log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    threads = _configure(args.threads)
+    threads = configure_process(args.threads)
     load_before = load_average()
 
     from triptych.config import DEFAULT_MODEL_DIR
@@ -215,11 +170,11 @@ class ChatBench:
         from triptych.types import SamplingParams
 
         args = self.args
-        _log(f"model {args.model or '(profile default)'} of profile {args.profile} under {self.model_dir}")
+        log(f"model {args.model or '(profile default)'} of profile {args.profile} under {self.model_dir}")
         self.model_path = resolve_chat_model(args.profile, self.model_dir, args.model)
         self.source = models.detect_source(self.model_path)
         self.limits = Limits()
-        _log("loading the in-process engines")
+        log("loading the in-process engines")
         self.vision = VisionEncoderEngine(models.load_vision_tower(self.model_path))
         self.llm = LLMEngine(models.load_language_model(self.model_path))
         self.params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
@@ -236,7 +191,7 @@ class ChatBench:
         ]
         self.baseline = None
         if self.source == "hf_llava":
-            _log("loading the transformers baseline")
+            log("loading the transformers baseline")
             prompt_text = self.llm.tokenizer.apply_chat_template(
                 [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}],
                 add_generation_prompt=True, tokenize=False,
@@ -263,7 +218,7 @@ class ChatBench:
             vision_encoder=DeploymentOptions(num_cpus=0.25),  # one replica each: nothing autoscales mid-run
             llm_decoder=DeploymentOptions(num_cpus=0.25, max_ongoing_requests=4),
         )
-        _log("starting Serve (embedded Redis, local Ray)")
+        log("starting Serve (embedded Redis, local Ray)")
         with serving(config, quiet=True) as server:
             self.serve_threads = _replica_thread_env()
             with TriptychClient(server.grpc_target, timeout_s=600.0) as client:
@@ -295,7 +250,7 @@ class ChatBench:
 
             rounds = self.args.repeats + 1  # round 0 warms up (and fills the cache for the hit image)
             for round_ in range(rounds):
-                _log(f"round {round_}/{rounds - 1}" + (" (warm-up, not counted)" if round_ == 0 else ""))
+                log(f"round {round_}/{rounds - 1}" + (" (warm-up, not counted)" if round_ == 0 else ""))
                 names = list(steps)
                 names = names[round_ % len(names) :] + names[: round_ % len(names)]  # rotate: no fixed order
                 for name in names:

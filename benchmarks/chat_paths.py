@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,12 +69,6 @@ def chat_request(image: bytes, max_tokens: int):
         pruning_method="none",
         visual_token_keep_ratio=1.0,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---- the paths ----------------------------------------------------------------------------------

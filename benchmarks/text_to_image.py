@@ -35,9 +35,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.chat import _configure, _log
-from benchmarks.chat_paths import free_port
+from benchmarks.common import add_common_arguments, configure_process, log, resolve_common_arguments
 from benchmarks.report import Samples, load_average, machine_summary, markdown_table
+from triptych.ports import free_port
 
 PROMPT = "a red circle above a blue square"
 SAMPLERS = ("ddim", "euler", "dpmpp_2m", "unipc", "lcm")
@@ -66,40 +66,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.text_to_image", description=__doc__.split("\n")[0]
     )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="tiny profile, fewer steps and intervals, 1 round: a smoke run in seconds",
-    )
-    parser.add_argument("--repeats", type=int, default=None, help="measured rounds (default 3; quick 1)")
-    parser.add_argument("--profile", default=None, help="model profile (default bench; quick tiny)")
-    parser.add_argument("--model", default=None, help="image model of the profile or an SD checkpoint dir")
-    parser.add_argument(
-        "--model-dir",
-        type=Path,
-        default=None,
-        help="model root (default TRIPTYCH_MODEL_DIR or ~/.cache/triptych/models)",
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads, in-process and in Serve replicas (default: all cores)",
-    )
-    parser.add_argument("--no-serve", action="store_true", help="skip the Serve measurements (no Ray)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    add_common_arguments(parser, "tiny profile, fewer steps and intervals, 1 round: a smoke run in seconds", 3)
     args = parser.parse_args(argv)
-    args.repeats = args.repeats or (1 if args.quick else 3)
-    args.profile = args.profile or ("tiny" if args.quick else "bench")
-    if args.repeats < 1:
-        parser.error("--repeats must be >= 1")
+    resolve_common_arguments(args, parser, 3)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    threads = _configure(args.threads)
+    threads = configure_process(args.threads)
     load_before = load_average()
     from triptych.config import DEFAULT_MODEL_DIR
 
@@ -151,7 +127,7 @@ class ImageBench:
         from triptych.config import ImageDefaults
 
         args = self.args
-        _log(
+        log(
             f"image model {args.model or '(profile default)'} of profile {args.profile} under {self.model_dir}"
         )
         self.model_path = resolve_image_model(args.profile, self.model_dir, args.model)
@@ -198,7 +174,7 @@ class ImageBench:
         self.cached = [
             Setting(s, n, k) for s in g.cache_samplers for n in g.cache_steps for k in g.cache_intervals
         ]
-        _log(f"reference: {REFERENCE[0]}, {g.reference_steps} steps")
+        log(f"reference: {REFERENCE[0]}, {g.reference_steps} steps")
         self.reference = Setting(REFERENCE[0], g.reference_steps)
         self.reference.ms.add(self.denoise(self.reference))
         self.baseline = DiffusersBaseline(self.model_path, self.params, self.engine)
@@ -210,7 +186,7 @@ class ImageBench:
         base = Samples()
         rounds = self.args.repeats + 1
         for round_ in range(rounds):
-            _log(f"round {round_}/{rounds - 1}" + (" (warm-up, not counted)" if round_ == 0 else ""))
+            log(f"round {round_}/{rounds - 1}" + (" (warm-up, not counted)" if round_ == 0 else ""))
             if round_ == 0:  # warm every sampler's kernels and the decode once, cheaply
                 for sampler in SAMPLERS:
                     self.denoise(Setting(sampler, 1))
@@ -257,7 +233,7 @@ class ImageBench:
             llm_decoder=DeploymentOptions(num_cpus=0.1),
             denoiser=DeploymentOptions(num_cpus=0.5, max_ongoing_requests=8, torch_threads=self.threads),
         )
-        _log("starting Serve (embedded Redis, local Ray)")
+        log("starting Serve (embedded Redis, local Ray)")
         with (
             serving(config, quiet=True) as server,
             TriptychClient(server.grpc_target, timeout_s=900.0) as client,
@@ -271,7 +247,7 @@ class ImageBench:
             request_ms, stage_ms = Samples(), {"denoise": Samples(), "vae_decode": Samples()}
             rounds = self.args.repeats + 1
             for round_ in range(rounds):
-                _log(f"Serve round {round_}/{rounds - 1}" + (" (warm-up)" if round_ == 0 else ""))
+                log(f"Serve round {round_}/{rounds - 1}" + (" (warm-up)" if round_ == 0 else ""))
                 for mode in stats:
                     batches = denoiser.stats.remote().result()["batches"]
                     start = time.perf_counter()

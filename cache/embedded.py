@@ -20,6 +20,8 @@ import weakref
 from pathlib import Path
 from typing import Self
 
+from triptych.ports import free_port
+
 logger = logging.getLogger(__name__)
 
 _HOST = "127.0.0.1"
@@ -103,7 +105,7 @@ class EmbeddedRedis:
         attempts = 1 if self._requested_port is not None else 3
         last_error: EmbeddedRedisError | None = None
         for _ in range(attempts):
-            port = self._requested_port if self._requested_port is not None else _free_port()
+            port = self._requested_port if self._requested_port is not None else free_port(_HOST)
             try:
                 self._launch(executable, port)
                 return self
@@ -179,12 +181,6 @@ def resolve_redis_url(env_url: str | None) -> tuple[str, EmbeddedRedis | None]:
         return env_url.strip(), None
     server = EmbeddedRedis().start()
     return server.url, server
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        return sock.getsockname()[1]
 
 
 def _answers(port: int, pid: int) -> bool:

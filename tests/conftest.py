@@ -6,9 +6,9 @@ import os
 import pytest
 from openai import OpenAI
 
-from tests.serving import free_port
 from triptych.client import TriptychClient
 from triptych.config import DeploymentOptions, TriptychConfig
+from triptych.ports import free_port
 from triptych.server import serving
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
-import socket
 
 from PIL import Image
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def image_bytes(color: tuple[int, int, int], size=(48, 48), fmt="PNG") -> bytes:

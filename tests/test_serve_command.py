@@ -7,7 +7,7 @@ import sys
 
 import httpx
 
-from tests.serving import free_port
+from triptych.ports import free_port
 
 
 def test_serve_until_ctrl_c(tmp_path):
