@@ -44,3 +44,35 @@ def grpc_client(server):
         yield client
 
 
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models are all per-op overhead: a second thread only spins on a shared 2-core box."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory):
+    from models.tiny_diffusion import ensure_tiny_diffusion
+
+    return ensure_tiny_diffusion(tmp_path_factory.mktemp("tiny-sd"))
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_sd_dir):
+    """A fresh DenoiserEngine on the tiny SD checkpoint, per test module."""
+    from denoisers import DenoiserEngine
+
+    return DenoiserEngine.from_pretrained(tiny_sd_dir)
+
+
+@pytest.fixture(scope="module")
+def prompts(engine):
+    """(cond, uncond) embeddings (T, D) of "a red circle" and the empty prompt."""
+    return engine.encode_prompt("a red circle"), engine.encode_prompt("", allow_empty=True)

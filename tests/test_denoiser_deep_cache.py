@@ -8,37 +8,15 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from denoisers import DenoiseCancelled, DenoiseJob, DenoiserEngine, ImageParams
+from denoisers import DenoiseCancelled, DenoiseJob, ImageParams
 from denoisers.deep_cache import DeepCacheUNet, cache_schedule, full_forward, shallow_forward
 from denoisers.params import MAX_CACHE_INTERVAL
 from denoisers.samplers import make_scheduler
-from models.tiny_diffusion import ensure_tiny_diffusion
 from triptych.errors import RequestError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 BASE = ImageParams(width=64, height=64, steps=8, sampler="dpmpp_2m", guidance_scale=7.5, seed=0, n=2)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return ensure_tiny_diffusion(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
-def engine(model_dir):
-    return DenoiserEngine.from_pretrained(model_dir)
-
-
-@pytest.fixture(scope="module")
-def prompts(engine):
-    return engine.encode_prompt("a red circle"), engine.encode_prompt("", allow_empty=True)
 
 
 @pytest.fixture
@@ -86,8 +64,8 @@ def test_interval_one_is_the_plain_unet_bit_for_bit(engine, unet_inputs):
     assert (cached.full_steps, cached.cached_steps) == (3, 0)
 
 
-def test_interval_one_denoise_matches_the_diffusers_pipeline_bit_for_bit(engine, model_dir, prompts):
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, local_files_only=True)
+def test_interval_one_denoise_matches_the_diffusers_pipeline_bit_for_bit(engine, tiny_sd_dir, prompts):
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, safety_checker=None, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = make_scheduler("dpmpp_2m", pipe.scheduler.config)
     params = replace(BASE, n=1, steps=4, cache_interval=1)

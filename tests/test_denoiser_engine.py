@@ -9,34 +9,11 @@ from diffusers import StableDiffusionPipeline
 
 from denoisers import DenoiseCancelled, DenoiseJob, DenoiserEngine, ImageParams, validate_image_params
 from denoisers.samplers import make_scheduler
-from models.tiny_diffusion import ensure_tiny_diffusion
 from triptych.errors import RequestError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 BASE = ImageParams(width=64, height=64, steps=4, sampler="dpmpp_2m", guidance_scale=7.5, seed=0, n=1)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny UNet is all per-op overhead: a second thread only spins on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return ensure_tiny_diffusion(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
-def engine(model_dir):
-    return DenoiserEngine.from_pretrained(model_dir)
-
-
-@pytest.fixture(scope="module")
-def prompts(engine):
-    return engine.encode_prompt("a red circle"), engine.encode_prompt("", allow_empty=True)
 
 
 def png_bytes(image) -> bytes:
@@ -48,14 +25,14 @@ def png_bytes(image) -> bytes:
 # -- text_encode -----------------------------------------------------------------------------------
 
 
-def test_encode_prompt_shape_and_cache_identity(engine, model_dir):
+def test_encode_prompt_shape_and_cache_identity(engine, tiny_sd_dir):
     emb = engine.encode_prompt("a red circle")
     assert emb.shape == (77, 32) and emb.dtype == torch.float32 and emb.device.type == "cpu"
     assert torch.equal(emb, engine.encode_prompt("a red circle"))
     assert not torch.equal(emb, engine.encode_prompt("a blue square"))
     assert engine.model_id == "tiny-sd"
     assert len(engine.revision) == 16 and len(engine.tokenizer_id) == 16
-    other = DenoiserEngine.from_pretrained(model_dir)
+    other = DenoiserEngine.from_pretrained(tiny_sd_dir)
     assert (other.revision, other.tokenizer_id) == (engine.revision, engine.tokenizer_id)
 
 
@@ -83,10 +60,10 @@ def test_prompt_longer_than_the_text_encoder_is_rejected_not_truncated(engine):
 # -- denoise + decode ------------------------------------------------------------------------------
 
 
-def test_same_seed_gives_identical_latents_and_pngs_across_engines(engine, model_dir, prompts):
+def test_same_seed_gives_identical_latents_and_pngs_across_engines(engine, tiny_sd_dir, prompts):
     params = replace(BASE, seed=1234, n=2)
     a = engine.denoise(*prompts, params)
-    second = DenoiserEngine.from_pretrained(model_dir)
+    second = DenoiserEngine.from_pretrained(tiny_sd_dir)
     b = second.denoise(
         second.encode_prompt("a red circle"), second.encode_prompt("", allow_empty=True), params
     )
@@ -104,8 +81,8 @@ def test_seeds_pick_the_images(engine, prompts):
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
-def test_matches_the_diffusers_pipeline_bit_for_bit(engine, model_dir, sampler):
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, safety_checker=None, local_files_only=True)
+def test_matches_the_diffusers_pipeline_bit_for_bit(engine, tiny_sd_dir, sampler):
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, safety_checker=None, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config)
     params = replace(BASE, sampler=sampler, seed=3)

@@ -11,8 +11,10 @@ from denoisers import DenoiserEngine, ImageParams
 from denoisers.loop import denoising_loop
 from denoisers.samplers import SAMPLERS, get_sampler, make_scheduler
 from denoisers.samplers.base import MODEL_KEYS
-from models.tiny_diffusion import SD_SCHEDULER_CONFIG, ensure_tiny_diffusion
+from models.tiny_diffusion import SD_SCHEDULER_CONFIG
 from triptych.errors import RequestError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DETERMINISTIC = ["ddim", "euler", "dpmpp_2m", "unipc"]
 PROMPT = "a red circle above a blue square"
@@ -36,19 +38,9 @@ def rel_err(x: torch.Tensor, ref: torch.Tensor) -> float:
     return ((x - ref).norm() / ref.norm()).item()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny UNet is all per-op overhead: a second thread only spins on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    model_dir = ensure_tiny_diffusion(tmp_path_factory.mktemp("models"))
-    return DenoiserEngine.from_pretrained(model_dir, max_steps=REFERENCE_STEPS)
+def engine(tiny_sd_dir):
+    return DenoiserEngine.from_pretrained(tiny_sd_dir, max_steps=REFERENCE_STEPS)
 
 
 @pytest.fixture(scope="module")
