@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoint_dir import ensure_checkpoint
-from .tiny_diffusion import MAX_TEXT_TOKENS, SD_SCHEDULER_CONFIG, VAE_SCALE_FACTOR, _write_bpe_files
+from .tiny_diffusion import MAX_TEXT_TOKENS, VAE_SCALE_FACTOR, _write_bpe_files, save_sd_pipeline
 
 BENCH_SD = "bench-sd"
 RECIPE_VERSION = 1  # bump when the recipe below changes; a stale directory is rebuilt
@@ -43,7 +43,7 @@ def ensure_bench_diffusion(root: Path | str) -> Path:
 
 def _build(out: Path) -> None:
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     bpe_dir = out / "tokenizer"
@@ -92,14 +92,4 @@ def _build(out: Path) -> None:
         sample_size=IMAGE_SIZE,
         scaling_factor=0.18215,
     ).eval()
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=PNDMScheduler(**SD_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out)
+    save_sd_pipeline(out, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet)

@@ -62,6 +62,22 @@ def ensure_tiny_diffusion(root: Path | str) -> Path:
     return ensure_checkpoint(Path(root), TINY_SD, _build, RECIPE_VERSION)
 
 
+def save_sd_pipeline(out: Path, *, vae, text_encoder, tokenizer, unet) -> None:
+    """Save the parts as a Stable Diffusion directory with SD 1.x's default scheduler (no safety checker)."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
+    StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=PNDMScheduler(**SD_SCHEDULER_CONFIG),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    ).save_pretrained(out)
+
+
 def clip_bpe_vocab(num_merges: int = NUM_MERGES) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """CLIP's vocab and merges from open_clip's bundled ``bpe_simple_vocab_16e6.txt.gz``, truncated.
 
@@ -88,7 +104,7 @@ def _write_bpe_files(out: Path) -> None:
 
 def _build(out: Path) -> None:
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     bpe_dir = out / "tokenizer"
@@ -136,14 +152,4 @@ def _build(out: Path) -> None:
         sample_size=IMAGE_SIZE,
         scaling_factor=0.18215,
     ).eval()
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=PNDMScheduler(**SD_SCHEDULER_CONFIG),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out)
+    save_sd_pipeline(out, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet)
