@@ -36,11 +36,11 @@ STEPS = (4, 8, 20)
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.efficiency", description=__doc__.split("\n")[0])
     add_common_arguments(parser, "tiny speed model, 40 questions, 8 prompts, 1 round", 3)
-    parser.add_argument("--questions", type=int, default=None, help="held-out VLM questions (default 500)")
+    parser.add_argument("--questions", type=int, default=None, help="held-out VLM questions (default 300)")
     parser.add_argument("--prompts", type=int, default=None, help="held-out image prompts (default 60)")
     args = parser.parse_args(argv)
     resolve_common_arguments(args, parser, 3)
-    args.questions = args.questions or (40 if args.quick else 500)
+    args.questions = args.questions or (40 if args.quick else 300)
     args.prompts = args.prompts or (8 if args.quick else 60)
     return args
 

@@ -106,7 +106,7 @@ def test_training_commands_run(tmp_path):
 
     clip_dir, vlm_dir = tmp_path / "clip", tmp_path / "vlm"
     train_clip.main(["--out", str(clip_dir), "--steps", "2", "--batch-size", "8", "--n-multi", "40",
-                     "--n-single", "20", "--eval-every", "0", "--eval-items", "12", "--threads", "1"])  # fmt: skip
+                     "--n-groups", "4", "--eval-every", "0", "--eval-items", "12", "--threads", "1"])  # fmt: skip
     assert json.loads((clip_dir / "training.json").read_text())["steps"] == 2
     train_vlm.main(["--clip", str(clip_dir), "--out", str(vlm_dir), "--steps", "2", "--batch-size", "4",
                     "--n-images", "20", "--n-single", "4", "--eval-every", "0", "--eval-items", "6",

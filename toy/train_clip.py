@@ -14,6 +14,7 @@ import argparse
 import json
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,25 +33,36 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_pool(n_multi: int, n_single: int, seed: int) -> tuple[np.ndarray, list[world.Scene]]:
-    """(N, 64, 64, 3) uint8 renders and their scenes: ``n_multi`` general + ``n_single`` one-object scenes."""
+def build_pool(n_multi: int, n_groups: int, seed: int) -> tuple[np.ndarray, list[world.Scene]]:
+    """(N, 64, 64, 3) uint8 renders and their scenes.
+
+    First ``n_multi`` general scenes (1-3 objects), then ``n_groups`` groups of len(SHAPES) one-object
+    scenes that differ only in the shape (same colour, size, cell, jitter, background): sampled as a
+    group into a batch, they are hard negatives that only the shape tells apart.
+    """
     scenes = [world.make_scene("train", i, seed) for i in range(n_multi)]
-    scenes += [
-        world.single_object_scene(
-            world.scene_rng("train", seed, i, stream="clip-single"), size=None, position=None, texture=True
-        )
-        for i in range(n_single)
-    ]
+    for g in range(n_groups):
+        rng = world.scene_rng("train", seed, g, stream="clip-group")
+        base = world.single_object_scene(rng, size=None, position=None, texture=True)
+        scenes += [replace(base, objects=(replace(base.objects[0], shape=s),)) for s in world.SHAPES]
     images = np.stack([world.render_array(s) for s in tqdm(scenes, desc="render", leave=False)])
     return images, scenes
+
+
+def sample_batch(rng: np.random.Generator, n_multi: int, n_groups: int, batch_size: int) -> np.ndarray:
+    """Pool indices: half the batch as whole shape groups, the rest general scenes."""
+    k = len(world.SHAPES)
+    groups = rng.choice(n_groups, size=batch_size // (2 * k), replace=False)  # (G,)
+    grouped = (n_multi + groups[:, None] * k + np.arange(k)[None, :]).ravel()  # (G * k,)
+    rest = rng.integers(0, n_multi, size=batch_size - len(grouped))
+    return np.concatenate([grouped, rest])
 
 
 def text_for(scene: world.Scene, rng: random.Random) -> str:
     """A caption for a training scene; one-object scenes get a random level of detail."""
     if len(scene.objects) > 1:
         return world.caption(scene)
-    o = scene.objects[0]
-    return o.describe(with_size=rng.random() < 0.5, with_position=rng.random() < 0.5)
+    return scene.objects[0].describe(with_size=rng.random() < 0.5, with_position=rng.random() < 0.5)
 
 
 def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, texts: list[str]) -> torch.Tensor:
@@ -82,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--n-multi", type=int, default=10000)
-    parser.add_argument("--n-single", type=int, default=6000)
+    parser.add_argument("--n-groups", type=int, default=1500, help="groups of one-object scenes, one per shape")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--width", type=int, default=96)
@@ -94,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
-    images, scenes = build_pool(args.n_multi, args.n_single, args.seed)
+    images, scenes = build_pool(args.n_multi, args.n_groups, args.seed)
     tokenizer = build_clip_tokenizer()
     cfg = clip_config(len(tokenizer), width=args.width, layers=args.layers)
     model = create_clip(cfg).train()
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     order = np.random.default_rng(args.seed)
     bar = tqdm(range(args.steps), desc="toy-clip")
     for step in bar:
-        idx = order.integers(0, len(scenes), size=args.batch_size)  # (B,)
+        idx = sample_batch(order, args.n_multi, args.n_groups, args.batch_size)  # (B,)
         texts = [text_for(scenes[i], rng) for i in idx]
         x = pixels(images[idx])  # (B, 3, 64, 64)
         t = tokenizer(texts, padding="max_length", max_length=context, truncation=True, return_tensors="pt")
