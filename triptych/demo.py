@@ -1,4 +1,5 @@
-"""`make demo`: start Triptych on embedded defaults, ask about a bundled image twice, stop."""
+"""`make demo`: start Triptych on embedded defaults, ask about a bundled toy-world image (twice:
+the second time from the embedding cache), generate an image and grade both with the toy oracle."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ from pathlib import Path
 
 from triptych.config import TriptychConfig
 
-DEMO_IMAGE = Path(__file__).parent / "assets" / "demo.png"
-DEMO_QUESTION = "What shapes are in the image, and what colour is each?"
+DEMO_IMAGE = Path(__file__).parent / "assets" / "demo.png"  # toy.world's scene below, rendered
+DEMO_QUESTIONS = (  # (question, expected answer): the first is asked twice to show the cache
+    ("describe the image.", "a large red circle at the top-left and a large blue square at the bottom-right"),
+    ("what colour is the square?", "blue"),
+    ("how many shapes are there?", "two"),
+)
 DEMO_PROMPT = "a red circle"
 DEMO_OUTPUT = Path("out") / "demo-generated.png"
 
@@ -21,35 +26,54 @@ def run_demo(config: TriptychConfig) -> int:
     print(f"Starting Triptych (profile {config.profile}): embedded Redis, local Ray, Serve ...", flush=True)
     with serving(config, quiet=True) as server:
         print(f"Ready in {time.perf_counter() - started:.1f} s: HTTP {server.http_url}/v1, "
-              f"gRPC {server.grpc_target}, model {server.chat_model_path.name}\n", flush=True)
+              f"gRPC {server.grpc_target}, chat {server.chat_model_path.name}, "
+              f"images {server.image_model_path.name}\n", flush=True)
         image = DEMO_IMAGE.read_bytes()
         with TriptychClient(server.grpc_target) as client:
-            for attempt in (1, 2):
-                print(f"[{attempt}] user: <{DEMO_IMAGE.name}> {DEMO_QUESTION}\n[{attempt}] triptych: ",
-                      end="", flush=True)
-                for message in client.chat(DEMO_QUESTION, [image], max_tokens=24):
-                    print(message.delta, end="", flush=True)
-                    if message.HasField("usage"):
-                        usage = message.usage
-                        timings = ", ".join(f"{k}={v:.1f}" for k, v in sorted(usage.timings_ms.items()))
-                        print(f"\n    cache_hit={usage.cache_hit}  visual_tokens={usage.visual_tokens_kept}"
-                              f"/{usage.visual_tokens_in}  tokens={usage.prompt_tokens}+"
-                              f"{usage.completion_tokens}\n    timings_ms: {timings}\n", flush=True)
+            asks = [DEMO_QUESTIONS[0], *DEMO_QUESTIONS]
+            for number, (question, expected) in enumerate(asks, start=1):
+                _ask(client, number, image, question, expected)
             _generate(client)
         print("Shutting down ...", flush=True)
     print(f"Done in {time.perf_counter() - started:.1f} s.")
     return 0
 
 
+def _ask(client, number: int, image: bytes, question: str, expected: str) -> None:
+    from toy.oracle import grade_answer
+
+    print(f"[{number}] user: <{DEMO_IMAGE.name}> {question}\n[{number}] triptych: ", end="", flush=True)
+    answer = []
+    for message in client.chat(question, [image], max_tokens=32):
+        answer.append(message.delta)
+        print(message.delta, end="", flush=True)
+        if message.HasField("usage"):
+            usage = message.usage
+            verdict = "right" if grade_answer("".join(answer), expected) else f"wrong (expected {expected!r})"
+            timings = ", ".join(f"{k}={v:.1f}" for k, v in sorted(usage.timings_ms.items()))
+            print(f"\n    oracle: {verdict}\n    cache_hit={usage.cache_hit}  visual_tokens="
+                  f"{usage.visual_tokens_kept}/{usage.visual_tokens_in}  tokens={usage.prompt_tokens}+"
+                  f"{usage.completion_tokens}\n    timings_ms: {timings}\n", flush=True)
+
+
 def _generate(client) -> None:
+    import io
+
+    from PIL import Image
+
+    from toy.oracle import grade_image
     from triptych.v1 import triptych_pb2 as pb
 
-    print(f"[3] generate: {DEMO_PROMPT!r} (seed 0) ", end="", flush=True)
+    print(f"[image] generate {DEMO_PROMPT!r} (seed 0) ", end="", flush=True)
     for event in client.generate_image(pb.GenerateImageRequest(prompt=DEMO_PROMPT, seed=0)):
         if event.HasField("progress"):
             print(".", end="", flush=True)
-        else:
-            DEMO_OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-            DEMO_OUTPUT.write_bytes(event.result.images[0].png)
-            timings = ", ".join(f"{k}={v:.1f}" for k, v in sorted(event.result.timings_ms.items()))
-            print(f"\n    saved {DEMO_OUTPUT.resolve()}\n    timings_ms: {timings}\n", flush=True)
+            continue
+        png = event.result.images[0].png
+        DEMO_OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+        DEMO_OUTPUT.write_bytes(png)
+        grade = grade_image(Image.open(io.BytesIO(png)), DEMO_PROMPT)
+        verdict = "accepted" if grade.both else f"rejected (colour ok: {grade.colour_ok}, shape ok: {grade.shape_ok})"
+        timings = ", ".join(f"{k}={v:.1f}" for k, v in sorted(event.result.timings_ms.items()))
+        print(f"\n    saved {DEMO_OUTPUT.resolve()}\n    oracle: {verdict}\n    timings_ms: {timings}\n",
+              flush=True)
