@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from grpc_health.v1 import health_pb2
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from cache import EmbeddingCache
@@ -44,14 +45,26 @@ http_app = FastAPI(title="Triptych", docs_url=None, redoc_url=None)
 
 
 @contextmanager
-def _invalid_argument_on_request_error(grpc_context):
-    """Serve keeps a status code set on the context when the method then raises."""
+def _grpc_status_on_error(grpc_context):
+    """Bad request -> INVALID_ARGUMENT naming the field; a full stage queue -> RESOURCE_EXHAUSTED.
+    Serve keeps a status code set on the context when the method then raises."""
     try:
         yield
     except RequestError as exc:
         grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
         grpc_context.set_details(str(exc))
         raise
+    except BackPressureError as exc:
+        grpc_context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        grpc_context.set_details(f"overloaded, retry later: {exc}")
+        raise
+
+
+def _http_error(exc: Exception) -> JSONResponse:
+    """Bad request -> 400 naming the field; a full stage queue -> 503."""
+    if isinstance(exc, RequestError):
+        return JSONResponse(error_body(exc.message, exc.field), status_code=400)
+    return JSONResponse(error_body(f"overloaded, retry later: {exc}", None, "server_overloaded"), status_code=503)
 
 
 def _json_body(raw: bytes):
@@ -141,8 +154,8 @@ class TriptychIngress:
             request = parse_image_body(body, self._config.images)
             self._check_model(body.get("model"), self._image_model_name)
             first, events = await self._start_images(request)
-        except RequestError as exc:
-            return JSONResponse(error_body(exc.message, exc.field), status_code=400)
+        except (RequestError, BackPressureError) as exc:
+            return _http_error(exc)
         async for event in _prepend(first, events):
             if isinstance(event, ImageResult):
                 return images_body(event)
@@ -155,8 +168,8 @@ class TriptychIngress:
             request, stream, include_usage = parse_chat_body(body, self._config.chat)
             self._check_model(body.get("model"), self._model_name)
             first, events = await self._start_chat(request)
-        except RequestError as exc:
-            return JSONResponse(error_body(exc.message, exc.field), status_code=400)
+        except (RequestError, BackPressureError) as exc:
+            return _http_error(exc)
         ids = CompletionIds(self._model_name)
         if stream:
             return StreamingResponse(
@@ -192,7 +205,7 @@ class TriptychIngress:
     # ---- gRPC (method names match triptych.v1.Triptych and grpc.health.v1.Health) -------------
 
     async def Chat(self, message, grpc_context):
-        with _invalid_argument_on_request_error(grpc_context):
+        with _grpc_status_on_error(grpc_context):
             request = chat_request_from_proto(message, self._config.chat)
             self._check_model(message.model, self._model_name)
             first, events = await self._start_chat(request)
@@ -206,7 +219,7 @@ class TriptychIngress:
                     yield delta_to_proto(event)
 
     async def GenerateImage(self, message, grpc_context):
-        with _invalid_argument_on_request_error(grpc_context):
+        with _grpc_status_on_error(grpc_context):
             request = image_request_from_proto(message, self._config.images)
             first, events = await self._start_images(request)
         async for event in _prepend(first, events):

@@ -108,6 +108,7 @@ class TriptychConfig(_Frozen):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 9000
+    request_timeout_s: float | None = Field(600.0, gt=0)  # past it: HTTP 408 / gRPC DEADLINE_EXCEEDED
     ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.1, max_ongoing_requests=32, max_queued_requests=64)
     vision_encoder: DeploymentOptions = DeploymentOptions(max_replicas=2)
     llm_decoder: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=4)

@@ -76,8 +76,14 @@ def serving(config: TriptychConfig, quiet: bool = False):
                 runtime_env={"env_vars": RUNTIME_ENV_VARS},
             )
         serve.start(
-            http_options=HTTPOptions(host=config.http_host, port=config.http_port),
-            grpc_options=gRPCOptions(port=config.grpc_port, grpc_servicer_functions=GRPC_SERVICERS),
+            http_options=HTTPOptions(
+                host=config.http_host, port=config.http_port, request_timeout_s=config.request_timeout_s
+            ),
+            grpc_options=gRPCOptions(
+                port=config.grpc_port,
+                grpc_servicer_functions=GRPC_SERVICERS,
+                request_timeout_s=config.request_timeout_s,
+            ),
             logging_config={"log_level": "WARNING"} if quiet else None,
         )
         serve.run(build_app(config, chat_model_path, image_model_path, redis_url), name=APP_NAME, route_prefix="/")
