@@ -63,7 +63,9 @@ def test_toy_clip_loads_with_open_clip_and_picks_captions(clip):
     assert acc["both"] >= 0.8, acc
     items = world.t2i_items(6)
     scores = clip.clip_score([world.render(it.scene) for it in items], [it.prompt for it in items])
-    wrong = clip.clip_score([world.render(it.scene) for it in items], [it.prompt for it in items[1:] + items[:1]])
+    wrong = clip.clip_score(
+        [world.render(it.scene) for it in items], [it.prompt for it in items[1:] + items[:1]]
+    )
     assert (scores > wrong).float().mean() >= 0.8
 
 
@@ -75,7 +77,13 @@ def test_training_inputs_match_serving(vlm):
     tokenizer = llm.tokenizer
     for image_first in (True, False):
         question, answer = "what colour is the circle?", "red"
-        ids, labels = build_sequence(llm.prompt_builder, tokenizer, [(question, answer), ("how many shapes are there?", "two")], 16, image_first)
+        ids, labels = build_sequence(
+            llm.prompt_builder,
+            tokenizer,
+            [(question, answer), ("how many shapes are there?", "two")],
+            16,
+            image_first,
+        )
         prompt = llm.prompt_builder.build([user_message(question, image_first)], [16])
         assert ids[: len(prompt)] == prompt and all(lab == IGNORE for lab in labels[: len(prompt)])
         answer_ids = [t for t, lab in zip(ids, labels) if lab != IGNORE]

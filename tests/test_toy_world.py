@@ -93,7 +93,9 @@ def test_oracle_answers():
 def test_oracle_detects_ground_truth_scenes():
     for i in range(60):
         scene = world.make_scene("test", i)
-        found = sorted((d.shape, d.colour, d.position, d.size) for d in oracle.detect_objects(world.render(scene)))
+        found = sorted(
+            (d.shape, d.colour, d.position, d.size) for d in oracle.detect_objects(world.render(scene))
+        )
         assert found == sorted((o.shape, o.colour, o.position, o.size) for o in scene.objects)
 
 

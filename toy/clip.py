@@ -79,7 +79,9 @@ def build_clip_tokenizer():
     vocab = {w: i for i, w in enumerate(vocabulary())}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
     tok.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, vocab[EOS])])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token=PAD, unk_token=UNK, eos_token=EOS, model_max_length=CONTEXT_LENGTH
@@ -182,7 +184,9 @@ def class_prompts() -> list[tuple[str, str, str]]:
     return [(f"a {c} {s}", c, s) for s in world.SHAPES for c in world.COLOURS]
 
 
-def zero_shot_single(clip: ToyClip, n: int = 300, split: world.Split = "test", seed: int = 0) -> dict[str, float]:
+def zero_shot_single(
+    clip: ToyClip, n: int = 300, split: world.Split = "test", seed: int = 0
+) -> dict[str, float]:
     """30-way colour x shape classification of held-out single-object images (random cell and size).
 
     Returns accuracy of the pair, of the colour and of the shape.

@@ -24,8 +24,20 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from .world import CELL, COLOURS, GRID, IMAGE_SIZE, NUMBERS, PALETTE, POSITIONS, SHAPES, SIZES, Obj, T2IItem
-from .world import shape_mask
+from .world import (
+    CELL,
+    COLOURS,
+    GRID,
+    IMAGE_SIZE,
+    NUMBERS,
+    PALETTE,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Obj,
+    T2IItem,
+    shape_mask,
+)
 
 CHROMA_THRESHOLD = 64  # max-min channel above this = foreground (background chroma is ~0)
 MIN_AREA = 6  # components smaller than this (px) are noise
@@ -183,7 +195,7 @@ def detect_objects(image: Image.Image | np.ndarray, min_area: int = MIN_AREA) ->
                 bbox=(x0, y0, x1, y1),
                 area=len(pixels),
                 shape_iou=round(iou, 4),
-                rgb=tuple(int(round(float(v))) for v in rgb),
+                rgb=tuple(round(float(v)) for v in rgb),
             )
         )
     return sorted(detections, key=lambda d: -d.area)

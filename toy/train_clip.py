@@ -23,8 +23,17 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import world
-from .clip import TOY_CLIP_DIR, clip_config, create_clip, load_clip, pixels, save_clip, zero_shot_captions
-from .clip import build_clip_tokenizer, zero_shot_single
+from .clip import (
+    TOY_CLIP_DIR,
+    build_clip_tokenizer,
+    clip_config,
+    create_clip,
+    load_clip,
+    pixels,
+    save_clip,
+    zero_shot_captions,
+    zero_shot_single,
+)
 
 
 def seed_everything(seed: int) -> None:
@@ -49,13 +58,15 @@ def build_pool(n_multi: int, n_groups: int, seed: int) -> tuple[np.ndarray, list
     return images, scenes
 
 
-def sample_batch(rng: np.random.Generator, n_multi: int, n_groups: int, batch_size: int) -> np.ndarray:
-    """Pool indices: half the batch as whole shape groups, the rest general scenes."""
+def sample_batch(
+    rng: np.random.Generator, n_multi: int, n_groups: int, batch_size: int, grouped: float = 0.6
+) -> np.ndarray:
+    """Pool indices: a ``grouped`` fraction of the batch as whole shape groups, the rest general scenes."""
     k = len(world.SHAPES)
-    groups = rng.choice(n_groups, size=batch_size // (2 * k), replace=False)  # (G,)
-    grouped = (n_multi + groups[:, None] * k + np.arange(k)[None, :]).ravel()  # (G * k,)
-    rest = rng.integers(0, n_multi, size=batch_size - len(grouped))
-    return np.concatenate([grouped, rest])
+    groups = rng.choice(n_groups, size=min(n_groups, max(1, int(batch_size * grouped) // k)), replace=False)
+    in_groups = (n_multi + groups[:, None] * k + np.arange(k)[None, :]).ravel()  # (G * k,)
+    rest = rng.integers(0, n_multi, size=batch_size - len(in_groups))
+    return np.concatenate([in_groups, rest])
 
 
 def text_for(scene: world.Scene, rng: random.Random) -> str:
@@ -65,7 +76,9 @@ def text_for(scene: world.Scene, rng: random.Random) -> str:
     return scene.objects[0].describe(with_size=rng.random() < 0.5, with_position=rng.random() < 0.5)
 
 
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, texts: list[str]) -> torch.Tensor:
+def contrastive_loss(
+    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, texts: list[str]
+) -> torch.Tensor:
     """Symmetric InfoNCE over (B, E) normalised features; duplicate texts are masked out as negatives."""
     logits = scale * img @ txt.T  # (B, B)
     idx = {t: i for i, t in enumerate(texts)}
@@ -81,26 +94,36 @@ def quick_eval(model, tokenizer, context: int, images: np.ndarray, items: list[w
     """30-way colour x shape accuracy on pre-rendered validation items (the model in eval mode)."""
     model.eval()
     classes = [(c, s) for s in world.SHAPES for c in world.COLOURS]
-    t = tokenizer([f"a {c} {s}" for c, s in classes], padding="max_length", max_length=context, return_tensors="pt")
-    sims = model.encode_image(pixels(images), normalize=True) @ model.encode_text(t.input_ids, normalize=True).T
+    t = tokenizer(
+        [f"a {c} {s}" for c, s in classes], padding="max_length", max_length=context, return_tensors="pt"
+    )
+    sims = (
+        model.encode_image(pixels(images), normalize=True) @ model.encode_text(t.input_ids, normalize=True).T
+    )
     pred = sims.argmax(1).tolist()
     return float(np.mean([classes[p] == (it.colour, it.shape) for p, it in zip(pred, items)]))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=TOY_CLIP_DIR)
-    parser.add_argument("--steps", type=int, default=1200)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--n-multi", type=int, default=10000)
-    parser.add_argument("--n-groups", type=int, default=1500, help="groups of one-object scenes, one per shape")
+    parser.add_argument(
+        "--n-groups", type=int, default=1500, help="groups of one-object scenes, one per shape"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--width", type=int, default=96)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--eval-items", type=int, default=600, help="held-out images for the final evaluation")
+    parser.add_argument(
+        "--eval-items", type=int, default=600, help="held-out images for the final evaluation"
+    )
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -122,7 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / args.steps)))
     )
-    val_items = world.t2i_items(150 if args.eval_every else 1, split="val", with_position=True, with_size=True)
+    val_items = world.t2i_items(
+        150 if args.eval_every else 1, split="val", with_position=True, with_size=True
+    )
     val_images = np.stack([world.render_array(it.scene) for it in val_items])
     rng = random.Random(args.seed)
     order = np.random.default_rng(args.seed)

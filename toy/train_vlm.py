@@ -34,8 +34,16 @@ from tqdm import tqdm
 from . import world
 from .clip import PREPROCESS_CFG, TOY_CLIP_DIR, pixels
 from .train_clip import seed_everything
-from .vlm import IGNORE, TOY_VLM_DIR, build_sequence, build_toy_tokenizer, embed_inputs, evaluate_vqa
-from .vlm import llama_config, load_vlm
+from .vlm import (
+    IGNORE,
+    TOY_VLM_DIR,
+    build_sequence,
+    build_toy_tokenizer,
+    embed_inputs,
+    evaluate_vqa,
+    llama_config,
+    load_vlm,
+)
 
 
 def load_frozen_visual(clip_dir: Path):
@@ -45,26 +53,33 @@ def load_frozen_visual(clip_dir: Path):
     model_cfg = json.loads((clip_dir / "open_clip_config.json").read_text())["model_cfg"]
     visual, _ = src.create_visual(model_cfg, PREPROCESS_CFG)
     state = load_file(clip_dir / "open_clip_model.safetensors")
-    visual.load_state_dict({k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")})
+    visual.load_state_dict(
+        {k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")}
+    )
     for p in visual.parameters():
         p.requires_grad_(False)
     return visual.eval(), model_cfg
 
 
-@torch.no_grad()
-def encode_pool(tower, images: np.ndarray, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pre-projector patch tokens (N, 64, D_v) and [CLS] attention (N, 64) of the frozen tower."""
+def encode(tower, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pre-projector patch tokens (B, 64, D_v) and [CLS] attention (B, 64) of ``images`` (B, 64, 64, 3)."""
     captured = {}
     hook = tower.projector.register_forward_hook(lambda m, args, out: captured.__setitem__("x", args[0]))
-    tokens, attention = [], []
     try:
-        for i in tqdm(range(0, len(images), batch), desc="encode", leave=False):
-            _, cls_attention = tower(pixels(images[i : i + batch]))  # (b, 64, D_lm), (b, 64)
-            tokens.append(captured["x"].clone())  # (b, 64, D_v)
-            attention.append(cls_attention)
+        _, cls_attention = tower(pixels(images))  # (B, 64, D_lm), (B, 64)
     finally:
         hook.remove()
-    return torch.cat(tokens), torch.cat(attention)
+    return captured["x"], cls_attention.detach()
+
+
+@torch.no_grad()
+def encode_pool(tower, images: np.ndarray, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """``encode`` over a whole pool, in batches, without gradients."""
+    out = [
+        encode(tower, images[i : i + batch])
+        for i in tqdm(range(0, len(images), batch), desc="encode", leave=False)
+    ]
+    return torch.cat([t for t, _ in out]), torch.cat([a for _, a in out])
 
 
 def choose_visual_tokens(tokens: torch.Tensor, attention: torch.Tensor, rng: random.Random) -> torch.Tensor:
@@ -95,7 +110,9 @@ def sample_turns(scene: world.Scene, rng: random.Random, n_turns: int) -> list[t
     return turns
 
 
-def collate(seqs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate(
+    seqs: list[tuple[list[int], list[int]]], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Right-pad to (B, T): ids, labels (IGNORE on padding), attention mask."""
     T = max(len(ids) for ids, _ in seqs)
     ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
@@ -108,7 +125,9 @@ def collate(seqs: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch
     return ids, labels, mask
 
 
-def forward_loss(lm, projector, ids, labels, mask, visual_flat, image_token_id) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_loss(
+    lm, projector, ids, labels, mask, visual_flat, image_token_id
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean CE over answer tokens, and the (B, T, V) logits."""
     embeds = embed_inputs(ids, projector(visual_flat), lm.get_input_embeddings(), image_token_id)  # (B, T, D)
     logits = lm(inputs_embeds=embeds, attention_mask=mask).logits  # (B, T, V)
@@ -118,12 +137,14 @@ def forward_loss(lm, projector, ids, labels, mask, visual_flat, image_token_id) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from decoders.chat_template import ChatPromptBuilder
-    from encoders.open_clip_tower import OpenClipTower, ProjectorMLP
-    from models.sources import open_clip_llava as src
     from transformers import LlamaForCausalLM
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from decoders.chat_template import ChatPromptBuilder
+    from encoders.open_clip_tower import OpenClipTower, ProjectorMLP
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--clip", type=Path, default=TOY_CLIP_DIR)
     parser.add_argument("--out", type=Path, default=TOY_VLM_DIR)
     parser.add_argument("--steps", type=int, default=700)
@@ -134,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--max-turns", type=int, default=4)
+    parser.add_argument("--train-tower", action="store_true", help="fine-tune the vision tower too (slower)")
+    parser.add_argument("--tower-lr-scale", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=100)
@@ -148,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     builder = ChatPromptBuilder(tokenizer, "<image>", image_token_id)
 
-    visual, clip_cfg = load_frozen_visual(args.clip)
+    visual, clip_cfg = load_frozen_visual(args.clip)  # frozen unless --train-tower
     width = clip_cfg["vision_cfg"]["width"]
     projector = ProjectorMLP(width, args.hidden)
     tower = OpenClipTower(visual, projector, PREPROCESS_CFG, model_id="toy-vlm", revision="training")
@@ -160,29 +183,46 @@ def main(argv: list[str] | None = None) -> None:
         for i in range(args.n_single)
     ]  # plain-background one-object scenes, like generated images
     images = np.stack([world.render_array(s) for s in tqdm(scenes, desc="render", leave=False)])
-    feats, attention = encode_pool(tower, images)  # (N, 64, D_v), (N, 64)
-    del images
+    if args.train_tower:
+        visual.requires_grad_(True)
+    else:
+        feats, attention = encode_pool(tower, images)  # (N, 64, D_v), (N, 64): computed once
+        del images
 
-    val = world.vqa_items(args.val_items, split="val", qtypes=("colour", "shape", "count", "exists", "position"))
-    val_feats, val_attention = encode_pool(tower, np.stack([np.asarray(it.image) for it in val]))
+    val = world.vqa_items(
+        args.val_items, split="val", qtypes=("colour", "shape", "count", "exists", "position")
+    )
+    val_images = np.stack([np.asarray(it.image) for it in val])
 
-    params = list(projector.parameters()) + list(lm.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    groups = [{"params": list(projector.parameters()) + list(lm.parameters())}]
+    if args.train_tower:
+        groups.append({"params": list(visual.parameters()), "lr": args.lr * args.tower_lr_scale})
+    params = [p for g in groups for p in g["params"]]
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
     warmup = max(1, args.steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / args.steps))))
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / args.steps))))
+        ),
     )
     rng = random.Random(args.seed)
     lm.train()
     projector.train()
     bar = tqdm(range(args.steps), desc="toy-vlm")
     for step in bar:
+        idx = [rng.randrange(len(scenes)) for _ in range(args.batch_size)]
+        if args.train_tower:
+            batch_feats, batch_attention = encode(tower, images[idx])  # (B, 64, D_v) with grad, (B, 64)
+        else:
+            batch_feats, batch_attention = feats[idx], attention[idx]
         seqs, visual_rows = [], []
-        for _ in range(args.batch_size):
-            i = rng.randrange(len(scenes))
-            kept = choose_visual_tokens(feats[i], attention[i], rng)  # (K, D_v)
+        for b, i in enumerate(idx):
+            kept = choose_visual_tokens(batch_feats[b], batch_attention[b], rng)  # (K, D_v)
             turns = sample_turns(scenes[i], rng, rng.randint(1, args.max_turns))
-            seqs.append(build_sequence(builder, tokenizer, turns, kept.shape[0], image_first=rng.random() < 0.5))
+            seqs.append(
+                build_sequence(builder, tokenizer, turns, kept.shape[0], image_first=rng.random() < 0.5)
+            )
             visual_rows.append(kept)
         ids, labels, mask = collate(seqs, tokenizer.pad_token_id)
         loss, _ = forward_loss(lm, projector, ids, labels, mask, torch.cat(visual_rows), image_token_id)
@@ -193,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.4f}", tokens=ids.shape[1])
         if args.eval_every and (step + 1) % args.eval_every == 0:
+            val_feats, _ = encode_pool(tower, val_images)
             acc = quick_eval(lm, projector, builder, tokenizer, val, val_feats, image_token_id)
             lm.train()
             projector.train()
@@ -239,7 +280,7 @@ def save_vlm(out: Path, tokenizer, visual, projector, lm, clip_cfg: dict, hidden
         shutil.rmtree(out)
     out.mkdir(parents=True)
     out.chmod(0o755)
-    contiguous = lambda m: {k: v.detach().float().contiguous() for k, v in m.state_dict().items()}  # noqa: E731
+    contiguous = lambda m: {k: v.detach().float().contiguous() for k, v in m.state_dict().items()}
     save_file(contiguous(visual), out / src.VISION_WEIGHTS)
     save_file(contiguous(projector), out / src.PROJECTOR_WEIGHTS)
     lm.save_pretrained(out / "language_model")

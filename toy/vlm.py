@@ -200,7 +200,9 @@ def evaluate_vqa(
     right: dict[str, list[bool]] = defaultdict(list)
     for i in range(0, len(items), batch_size):
         chunk = items[i : i + batch_size]
-        answers = vlm.answer_batch([it.image for it in chunk], [it.question for it in chunk], keep_ratio, pruning_method)
+        answers = vlm.answer_batch(
+            [it.image for it in chunk], [it.question for it in chunk], keep_ratio, pruning_method
+        )
         for it, ans in zip(chunk, answers):
             right[it.qtype].append(grade_answer(ans, it.answer))
     acc = {q: sum(v) / len(v) for q, v in sorted(right.items())}

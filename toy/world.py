@@ -178,7 +178,9 @@ def scene_rng(split: str, seed: int, index: int, stream: str = "scene") -> rando
     """The RNG of item ``index`` of a split; split and stream names in the seed keep streams disjoint."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    return random.Random(f"triptych-toy/{stream}/{split}/{seed}/{index}")  # str seeds hash with sha512: stable
+    return random.Random(
+        f"triptych-toy/{stream}/{split}/{seed}/{index}"
+    )  # str seeds hash with sha512: stable
 
 
 def sample_scene(rng: random.Random, n_objects: int | None = None) -> Scene:
@@ -350,7 +352,7 @@ def questions(scene: Scene, rng: random.Random | None = None) -> list[QA]:
     """
     if rng is None:
         rng = random.Random(f"qa/{scene!r}")  # the repr holds every field: stable across runs
-    t = lambda qtype: rng.choice(_TEMPLATES[qtype])  # noqa: E731
+    t = lambda qtype: rng.choice(_TEMPLATES[qtype])
     out: list[QA] = []
     for o in scene.objects:
         out.append(QA(t("colour").format(shape=o.shape), o.colour, "colour"))
