@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_common_arguments(parser, "tiny speed model, 40 questions, 8 prompts, 1 round", 3)
     parser.add_argument("--questions", type=int, default=None, help="held-out VLM questions (default 300)")
     parser.add_argument("--prompts", type=int, default=None, help="held-out image prompts (default 60)")
+    parser.add_argument("--sections", default="speed,quality,denoise",
+                        help="comma-separated subset of speed, quality, denoise (default: all)")
     args = parser.parse_args(argv)
     resolve_common_arguments(args, parser, 3)
     args.questions = args.questions or (40 if args.quick else 300)
@@ -52,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     result = {"machine": machine_summary(), "threads": threads, "args": {
         "profile": args.profile, "questions": args.questions, "prompts": args.prompts, "repeats": args.repeats}}
-    result["speed"] = pruning_speed(args)
-    result["quality"] = pruning_quality(args)
-    result["denoise"] = denoise_cache(args)
+    sections = {"speed": pruning_speed, "quality": pruning_quality, "denoise": denoise_cache}
+    for name in args.sections.split(","):
+        if name not in sections:
+            raise SystemExit(f"--sections: unknown section {name!r}; choose from {', '.join(sections)}")
+        result[name] = sections[name](args)
     result["runtime_s"] = round(time.perf_counter() - started, 1)
     result["load_average"] = {"before": load_before, "after": load_average()}
     print(render(result))
@@ -138,7 +142,16 @@ def render(result: dict) -> str:
     print(f"Machine: {m['cpu_model']}, {m['usable_cores']} usable cores, {m['memory_gib']} GiB; torch "
           f"{m['torch']}; {result['threads']} torch threads; load average {result['load_average']['before']} "
           f"before, {result['load_average']['after']} after; runtime {result['runtime_s']} s.\n", file=out)
-    speed = result["speed"]
+    if "speed" in result:
+        render_speed(result["speed"], out)
+    if "quality" in result:
+        render_quality(result["quality"], out)
+    if "denoise" in result:
+        render_denoise(result["denoise"], out)
+    return out.getvalue()
+
+
+def render_speed(speed: dict, out) -> None:
     base = next(r for r in speed["rows"] if r["method"] == "none")
     print(f"### Visual token pruning: speed (`{speed['model']}`, in-process, features cached)\n", file=out)
     print(markdown_table(
@@ -150,7 +163,9 @@ def render(result: dict) -> str:
     print(f"\nMeasured float32 matmul peak (2048^3): {speed['matmul_peak_gflops']:.1f} GFLOP/s; unpruned "
           f"prefill reaches {base['gflops_per_s']:.1f} GFLOP/s = "
           f"{100 * base['gflops_per_s'] / speed['matmul_peak_gflops']:.0f}% of it.\n", file=out)
-    quality = result["quality"]
+
+
+def render_quality(quality: dict, out) -> None:
     print(f"### Visual token pruning: quality (`toy-vlm`, {quality['n']} held-out questions, "
           f"{quality['visual_tokens']} visual tokens)\n", file=out)
     qtypes = list(quality["rows"][0]["per_type"])
@@ -158,7 +173,9 @@ def render(result: dict) -> str:
         ["method", "keep", "accuracy", "of unpruned", *qtypes],
         [[r["method"], r["keep_ratio"], f"{100 * r['accuracy']:.1f}%", f"{100 * r['relative']:.1f}%",
           *(f"{100 * r['per_type'].get(q, float('nan')):.0f}%" for q in qtypes)] for r in quality["rows"]]), file=out)
-    denoise = result["denoise"]
+
+
+def render_denoise(denoise: dict, out) -> None:
     print(f"\n### Denoising with DeepCache (`toy-sd`, {denoise['n']} held-out prompts, guidance 5)\n", file=out)
     firsts = {(r["sampler"], r["steps"]): r for r in denoise["rows"] if r["cache_interval"] == 1}
     print(markdown_table(
@@ -168,7 +185,6 @@ def render(result: dict) -> str:
           f"{firsts[(r['sampler'], r['steps'])]['denoise_ms'] / r['denoise_ms']:.2f}x",
           f"{100 * r['latent_error']:.2f}%", f"{100 * r['oracle_colour']:.0f}%", f"{100 * r['oracle_shape']:.0f}%",
           f"{100 * r['oracle_both']:.0f}%"] for r in denoise["rows"]]), file=out)
-    return out.getvalue()
 
 
 if __name__ == "__main__":

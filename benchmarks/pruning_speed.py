@@ -65,6 +65,7 @@ class PruningSpeedBench:
     def measure(self, methods: list[str], ratios=KEEP_RATIOS, repeats: int = 3) -> list[PruneRow]:
         rows = []
         num_tokens = self.features.tokens.shape[0]
+        self._measure_one("none", 1.0, num_tokens, repeats=2)  # warm up allocators and kernels first
         for method in methods:
             for ratio in ratios:
                 keep = num_tokens if method == "none" else keep_count(num_tokens, ratio)
