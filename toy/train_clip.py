@@ -26,6 +26,7 @@ from . import world
 from .clip import (
     TOY_CLIP_DIR,
     build_clip_tokenizer,
+    caption_alternatives,
     clip_config,
     create_clip,
     load_clip,
@@ -77,16 +78,46 @@ def text_for(scene: world.Scene, rng: random.Random) -> str:
 
 
 def contrastive_loss(
-    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, texts: list[str]
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    scale: torch.Tensor,
+    texts: list[str],
+    neg: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE over (B, E) normalised features; duplicate texts are masked out as negatives."""
+    """Symmetric InfoNCE over (B, E) normalised features; duplicate texts are masked out as negatives.
+
+    ``neg`` (M, E): extra text-only negatives (hard negative captions), extra columns of the
+    image-to-text loss only.
+    """
     logits = scale * img @ txt.T  # (B, B)
     idx = {t: i for i, t in enumerate(texts)}
     ids = torch.tensor([idx[t] for t in texts])  # (B,) same id = same text
     same = (ids[:, None] == ids[None, :]) & ~torch.eye(len(texts), dtype=torch.bool)  # (B, B)
     logits = logits.masked_fill(same, float("-inf"))
     target = torch.arange(len(texts))
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    i2t = logits if neg is None else torch.cat([logits, scale * img @ neg.T], dim=1)  # (B, B + M)
+    return (F.cross_entropy(i2t, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def encode_image_and_patches(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2-normalised (B, E) image embeddings: the usual [CLS] one and one from the mean patch token.
+
+    Contrasting the mean patch token too makes the last block's patch tokens (what the VLM consumes)
+    carry the shapes and colours themselves instead of leaving them to the [CLS] token.
+    """
+    visual = model.visual
+    visual.output_tokens = True
+    try:
+        pooled, tokens = visual(x)  # (B, E) projected [CLS]; (B, N, W) patch tokens after ln_post
+    finally:
+        visual.output_tokens = False
+    patches = tokens.mean(dim=1) @ visual.proj  # (B, E), the same projection as [CLS]
+    return F.normalize(pooled, dim=-1), F.normalize(patches, dim=-1)
+
+
+def hard_negative(scene: world.Scene, rng: random.Random) -> str:
+    """A caption of ``scene`` with one object's colour or shape changed (multi-object scenes)."""
+    return rng.choice(caption_alternatives(scene)[1:])
 
 
 @torch.no_grad()
@@ -122,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument(
+        "--hard-negatives", type=int, default=64, help="max one-attribute-changed captions per batch"
+    )
+    parser.add_argument(
         "--eval-items", type=int, default=600, help="held-out images for the final evaluation"
     )
     args = parser.parse_args(argv)
@@ -155,10 +189,20 @@ def main(argv: list[str] | None = None) -> None:
     for step in bar:
         idx = sample_batch(order, args.n_multi, args.n_groups, args.batch_size)  # (B,)
         texts = [text_for(scenes[i], rng) for i in idx]
+        negatives = [hard_negative(scenes[i], rng) for i in idx if len(scenes[i].objects) > 1][
+            : args.hard_negatives
+        ]
         x = pixels(images[idx])  # (B, 3, 64, 64)
-        t = tokenizer(texts, padding="max_length", max_length=context, truncation=True, return_tensors="pt")
-        img, txt, scale = model(x, t.input_ids)[:3]  # (B, E), (B, E), ()
-        loss = contrastive_loss(img, txt, scale, texts)
+        t = tokenizer(
+            texts + negatives, padding="max_length", max_length=context, truncation=True, return_tensors="pt"
+        )
+        img, patches = encode_image_and_patches(model, x)  # (B, E), (B, E)
+        txt = model.encode_text(t.input_ids, normalize=True)  # (B + M, E)
+        scale = model.logit_scale.exp()
+        pos, neg = txt[: len(texts)], txt[len(texts) :]
+        loss = (
+            contrastive_loss(img, pos, scale, texts, neg) + contrastive_loss(patches, pos, scale, texts, neg)
+        ) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
