@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
@@ -54,7 +53,14 @@ from benchmarks.chat_paths import (
     pipeline_once,
     serve_once,
 )
-from benchmarks.common import add_common_arguments, configure_process, log, resolve_common_arguments
+from benchmarks.common import (
+    add_common_arguments,
+    configure_process,
+    emit,
+    log,
+    model_root,
+    resolve_common_arguments,
+)
 from benchmarks.report import Samples, load_average, machine_summary, markdown_table
 from triptych.ports import free_port
 
@@ -128,9 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = configure_process(args.threads)
     load_before = load_average()
 
-    from triptych.config import DEFAULT_MODEL_DIR
-
-    model_dir = args.model_dir or Path(os.environ.get("TRIPTYCH_MODEL_DIR", DEFAULT_MODEL_DIR))
+    model_dir = model_root(args)
     bench = ChatBench(args, model_dir)
     bench.load()
     if args.no_serve:
@@ -142,10 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.measure_with_serve()
     runtime_s = time.perf_counter() - started
     result = bench.result(threads, runtime_s, load_before, load_average())
-    print(render(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, render(result), args.json)
     return 0
 
 

@@ -51,3 +51,21 @@ def configure_process(threads: int | None) -> int:
 
 def log(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def model_root(args: argparse.Namespace) -> Path:
+    """--model-dir, else TRIPTYCH_MODEL_DIR, else the default model root."""
+    from triptych.config import DEFAULT_MODEL_DIR
+
+    return args.model_dir or Path(os.environ.get("TRIPTYCH_MODEL_DIR", DEFAULT_MODEL_DIR))
+
+
+def emit(result: dict, table: str, json_path: Path | None) -> None:
+    """Print the rendered tables; also write the raw results as JSON when asked."""
+    import json
+
+    print(table)
+    if json_path:
+        json_path = Path(json_path)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=2) + "\n")

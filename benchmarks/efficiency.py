@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import time
 
 import torch
 
-from benchmarks.common import add_common_arguments, configure_process, log, resolve_common_arguments
+from benchmarks.common import add_common_arguments, configure_process, emit, log, resolve_common_arguments
 from benchmarks.pruning_speed import PruningSpeedBench, matmul_peak_gflops
 from benchmarks.report import load_average, machine_summary, markdown_table
 
@@ -61,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         result[name] = sections[name](args)
     result["runtime_s"] = round(time.perf_counter() - started, 1)
     result["load_average"] = {"before": load_before, "after": load_average()}
-    print(render(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, render(result), args.json)
     return 0
 
 

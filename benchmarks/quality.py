@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import time
 
-from benchmarks.common import configure_process, log
+from benchmarks.common import configure_process, emit, log
 from benchmarks.report import load_average, machine_summary, markdown_table
 
 IMAGE_SETTINGS = (("ddim", 50), ("dpmpp_2m", 8))
@@ -59,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"machine": machine_summary(), "threads": threads, "vlm": vlm.__dict__, "clip": clip_result,
               "images": images, "runtime_s": round(time.perf_counter() - started, 1),
               "load_average": {"before": load_before, "after": load_average()}}
-    print(render(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    emit(result, render(result), args.json)
     return 0
 
 

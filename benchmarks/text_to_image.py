@@ -26,8 +26,6 @@ Sections (each ratio is measured side by side in this run):
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +33,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import add_common_arguments, configure_process, log, resolve_common_arguments
+from benchmarks.common import (
+    add_common_arguments,
+    configure_process,
+    emit,
+    log,
+    model_root,
+    resolve_common_arguments,
+)
 from benchmarks.report import Samples, load_average, machine_summary, markdown_table
 from triptych.ports import free_port
 
@@ -77,19 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     threads = configure_process(args.threads)
     load_before = load_average()
-    from triptych.config import DEFAULT_MODEL_DIR
-
-    model_dir = args.model_dir or Path(os.environ.get("TRIPTYCH_MODEL_DIR", DEFAULT_MODEL_DIR))
+    model_dir = model_root(args)
     bench = ImageBench(args, QUICK if args.quick else Grid(), model_dir, threads)
     bench.load()
     bench.measure_engine()
     if not args.no_serve:
         bench.measure_serve()
     result = bench.result(threads, time.perf_counter() - started, load_before, load_average())
-    print(render(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    emit(result, render(result), args.json)
     return 0
 
 
