@@ -55,6 +55,12 @@ PROFILES: dict[str, Profile] = {
         chat_model="tiny-open-clip-llava",
         image_model="tiny-sd",
     ),
+    "toy": Profile(
+        models=("toy-vlm", "toy-sd"),
+        ensure=_ensure_toy,
+        chat_model="toy-vlm",
+        image_model="toy-sd",
+    ),
     "bench": Profile(
         models=("bench-hf-llava", "bench-sd", "tiny-sd"),
         ensure=_ensure_bench,

@@ -6,7 +6,7 @@ exactly like a real SD 1.x folder:
 
     toy-sd/
       vae/            AutoencoderKL, 4 blocks (scale factor 8): 64x64x3 <-> 8x8x4 latents
-      text_encoder/   CLIPTextModel (hidden 64, 2 layers, 77 positions), trained jointly with the UNet
+      text_encoder/   CLIPTextModel (hidden 64, 2 layers, 32 positions), trained jointly with the UNet
       tokenizer/      CLIPTokenizer: open_clip's BPE truncated to 4,000 merges (``models.tiny_diffusion``)
       unet/           UNet2DConditionModel on 8x8x4 latents, cross-attention at 4x4 and in the middle
       scheduler/      SD 1.x's noise schedule (scaled_linear 0.00085..0.012, 1,000 steps, epsilon):
@@ -49,10 +49,12 @@ from . import CHECKPOINTS
 TOY_SD_DIR = CHECKPOINTS / "toy-sd"
 IMAGE_SIZE = 64
 LATENT_CHANNELS = 4
-VAE_SCALE_FACTOR = 8  # 2 ** (len(vae block_out_channels) - 1)
-LATENT_SIZE = IMAGE_SIZE // VAE_SCALE_FACTOR  # 8
 TEXT_HIDDEN = 64
-MAX_TEXT_TOKENS = 77  # CLIP's context (BOS + 75 + EOS), as SD
+# Text context, BOS and EOS included: the longest toy prompt ("a large purple triangle at the
+# bottom-right") is 15 tokens; 32 is the toy CLIP's context too. SD's 77 would make every
+# cross-attention and the text encoder ~2.4x dearer for nothing; longer prompts are rejected by the
+# engine with a message naming the limit (30 tokens), never truncated.
+MAX_TEXT_TOKENS = 32
 
 # SD 1.x's noise schedule: what the UNet is trained on and what scheduler/ records.
 SD_SCHEDULE: dict[str, Any] = {
@@ -70,10 +72,15 @@ class TrainConfig:
 
     seed: int = 0
     n_images: int = 8000  # rendered training items (images + prompts)
-    vae_steps: int = 400
+    vae_channels: str = "8,16,32"  # len - 1 downsamples: 3 blocks -> 16x16 latents at 64 px
+    vae_steps: int = 800
     vae_batch: int = 32
-    vae_lr: float = 2e-3
+    vae_lr: float = 3e-3
+    fg_weight: float = 10.0  # extra loss weight on the shape's pixels (~7% of the image)
+    edge_weight: float = 10.0  # extra loss weight on a 4-px ring around the shape's outline
+    grad_weight: float = 1.0  # L1 on the error's image gradients: sharp outlines decide the shape
     kl_weight: float = 1e-3  # on the per-element KL; keeps latents smooth, barely costs sharpness
+    unet_channels: str = "32,64"
     unet_steps: int = 1500
     unet_batch: int = 64
     unet_lr: float = 1e-3
@@ -120,34 +127,47 @@ def build_text_encoder(tokenizer):
     )
 
 
-def build_vae():
+def _channels(spec: str) -> tuple[int, ...]:
+    return tuple(int(c) for c in spec.split(","))
+
+
+def build_vae(channels: str):
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(
+    ch = _channels(channels)
+    vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 32, 64),  # 4 blocks -> 3 downsamples -> scale factor 8, as SD
+        down_block_types=("DownEncoderBlock2D",) * len(ch),
+        up_block_types=("UpDecoderBlock2D",) * len(ch),
+        block_out_channels=ch,  # len(ch) - 1 downsamples: scale factor 2 ** (len(ch) - 1)
         layers_per_block=1,
         latent_channels=LATENT_CHANNELS,
         norm_num_groups=8,
         sample_size=IMAGE_SIZE,
+        mid_block_add_attention=False,  # fully convolutional: nothing global to learn in a toy scene
         scaling_factor=1.0,  # set from the latent std after training
     )
+    with torch.no_grad():  # start nearly deterministic (posterior std e^-4): noise would hide the signal
+        vae.quant_conv.bias[LATENT_CHANNELS:] = -8.0
+    return vae
 
 
-def build_unet():
+def build_unet(channels: str, latent_size: int):
     from diffusers import UNet2DConditionModel
 
+    ch = _channels(channels)
     return UNet2DConditionModel(
-        sample_size=LATENT_SIZE,
+        sample_size=latent_size,
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
-        # 8x8: plain ResNet block (cheap; DeepCache's shallow path), 4x4 + middle: cross-attention
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        block_out_channels=(64, 96),
+        # full latent resolution: plain ResNet block (cheap; DeepCache's shallow path); every lower
+        # resolution and the middle: cross-attention to the prompt. The lowest level (4x4 at 16x16
+        # latents) is what lets the convolutions tell the center from a corner: nothing else in a
+        # UNet knows absolute position, and "at the top-left" / "centred" need it.
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (len(ch) - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (len(ch) - 1) + ("UpBlock2D",),
+        block_out_channels=ch,
         layers_per_block=1,
         norm_num_groups=16,
         cross_attention_dim=TEXT_HIDDEN,
@@ -196,9 +216,29 @@ def lr_lambda(warmup: int, total: int):
     return f
 
 
+def reconstruction_loss(recon: torch.Tensor, x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """Weighted MSE + 0.5 L1 + gradient L1 between (B, 3, H, W) images in [-1, 1].
+
+    The shape covers a few percent of the image and its outline is what tells a square from a
+    circle, so its pixels and a ring around its outline weigh more; without that a short run
+    learns colour blobs on a grey background.
+    """
+    chroma = x.amax(dim=1, keepdim=True) - x.amin(dim=1, keepdim=True)  # (B, 1, H, W)
+    fg = (chroma > 0.1).float()  # the shape (the background is neutral grey)
+    ring = F.max_pool2d(fg, 5, 1, 2) + F.max_pool2d(-fg, 5, 1, 2)  # dilation - erosion
+    weight = 1 + cfg.fg_weight * fg + cfg.edge_weight * ring
+    err = recon - x
+    loss = (err.pow(2) * weight).mean() + 0.5 * (err.abs() * weight).mean()
+    if cfg.grad_weight:
+        dy = (err[..., 1:, :] - err[..., :-1, :]).abs().mean()
+        dx = (err[..., :, 1:] - err[..., :, :-1]).abs().mean()
+        loss = loss + cfg.grad_weight * (dx + dy)
+    return loss
+
+
 def train_vae(vae, images: np.ndarray, cfg: TrainConfig, gen: torch.Generator) -> list[float]:
-    """Reconstruction (MSE + 0.5 L1) + ``kl_weight`` x per-element KL; returns the loss curve."""
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    """``reconstruction_loss`` + ``kl_weight`` x per-element KL; returns the loss curve."""
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.warmup_steps // 2, cfg.vae_steps))
     n_elem = 3 * IMAGE_SIZE * IMAGE_SIZE
     losses = []
@@ -209,7 +249,7 @@ def train_vae(vae, images: np.ndarray, cfg: TrainConfig, gen: torch.Generator) -
         x = to_pixels(images[idx.numpy()])  # (B, 3, 64, 64)
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=gen)).sample  # (B, 3, 64, 64)
-        rec = F.mse_loss(recon, x) + 0.5 * (recon - x).abs().mean()
+        rec = reconstruction_loss(recon, x, cfg)
         kl = posterior.kl().mean() / n_elem
         loss = rec + cfg.kl_weight * kl
         opt.zero_grad(set_to_none=True)
@@ -228,6 +268,26 @@ def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
     """Latent means (N, 4, 8, 8) of ``images``, unscaled."""
     out = [vae.encode(to_pixels(images[i : i + batch])).latent_dist.mode() for i in range(0, len(images), batch)]
     return torch.cat(out)
+
+
+@torch.no_grad()
+def reconstruction_accuracy(vae, n: int = 200) -> dict[str, float]:
+    """Oracle accuracy of VAE round trips (encode, decode the mean) of ``n`` held-out t2i scenes.
+
+    The ceiling of the whole model: a shape the VAE cannot reconstruct, the UNet cannot draw.
+    """
+    from . import oracle, world
+
+    items = world.t2i_items(n, split="val", with_position=True, with_size=True)
+    images = np.stack([world.render_array(it.scene) for it in items])  # (n, 64, 64, 3)
+    recon = vae.decode(encode_latents(vae, images)).sample  # (n, 3, 64, 64) in [-1, 1]
+    recon = ((recon.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    grades = [oracle.grade_image(img, it) for img, it in zip(recon, items)]
+    return {
+        "colour": float(np.mean([g.colour_ok for g in grades])),
+        "shape": float(np.mean([g.shape_ok for g in grades])),
+        "both": float(np.mean([g.both for g in grades])),
+    }
 
 
 class EMA:
@@ -355,13 +415,15 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
 
     t = time.perf_counter()
     torch.manual_seed(cfg.seed + 1)
-    vae = build_vae()
+    vae = build_vae(cfg.vae_channels)
     vae_losses = train_vae(vae, images, cfg, gen)
     raw = encode_latents(vae, images)  # (N, 4, 8, 8)
     scaling = float(1.0 / raw.std())
     vae.register_to_config(scaling_factor=round(scaling, 5))
     latents = raw * vae.config.scaling_factor
     times["vae_s"] = time.perf_counter() - t
+    vae_accuracy = reconstruction_accuracy(vae)
+    print(f"vae round trip, oracle accuracy on held-out scenes: {vae_accuracy}", flush=True)
     print(f"vae: rec {np.mean(vae_losses[-20:]):.4f}; latent mean {raw.mean():.3f} std {raw.std():.3f} "
           f"-> scaling_factor {vae.config.scaling_factor}", flush=True)  # fmt: skip
 
@@ -371,7 +433,7 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     torch.manual_seed(cfg.seed + 2)
     text_encoder = build_text_encoder(tokenizer)
     torch.manual_seed(cfg.seed + 3)
-    unet = build_unet()
+    unet = build_unet(cfg.unet_channels, latents.shape[-1])
     unet, text_encoder, unet_losses = train_denoiser(unet, text_encoder, tokenizer, latents, prompts, cfg, gen)
     times["unet_text_s"] = time.perf_counter() - t
     times["total_s"] = time.perf_counter() - t0
@@ -382,6 +444,7 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         "vae_final_rec_loss": round(float(np.mean(vae_losses[-20:])), 5),
         "unet_final_mse": round(float(np.mean(unet_losses[-100:])), 5),
         "scaling_factor": vae.config.scaling_factor,
+        "vae_round_trip_oracle": vae_accuracy,
         "params": {
             "vae": sum(p.numel() for p in vae.parameters()),
             "text_encoder": sum(p.numel() for p in text_encoder.parameters()),

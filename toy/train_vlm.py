@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from . import world
+from . import patch_labels, world
 from .clip import PREPROCESS_CFG, TOY_CLIP_DIR, pixels
 from .train_clip import seed_everything
 from .vlm import (
@@ -80,6 +80,34 @@ def encode_pool(tower, images: np.ndarray, batch: int = 256) -> tuple[torch.Tens
         for i in tqdm(range(0, len(images), batch), desc="encode", leave=False)
     ]
     return torch.cat([t for t, _ in out]), torch.cat([a for _, a in out])
+
+
+def training_scenes(seed: int, step: int, batch_size: int, single_fraction: float) -> list[world.Scene]:
+    """The scenes of one training step: fresh ones every step (no image is seen twice), mostly general
+    1-3 object scenes, some plain-background one-object scenes like generated images."""
+    scenes = []
+    for b in range(batch_size):
+        index = step * batch_size + b
+        rng = world.scene_rng("train", seed, index, stream="vlm")
+        if rng.random() < single_fraction:
+            scenes.append(world.single_object_scene(rng, size=None, position=None))
+        else:
+            scenes.append(world.sample_scene(rng))
+    return scenes
+
+
+class PatchHead(torch.nn.Module):
+    """Training-only linear head: patch token (D_v) -> colour, shape, cell and centre-flag logits."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.sizes = (patch_labels.N_COLOUR_CLASSES, patch_labels.N_SHAPE_CLASSES, patch_labels.N_CELL_CLASSES, 2)
+        self.linear = torch.nn.Linear(width, sum(self.sizes))
+
+    def loss(self, tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Summed CE of (B, 64, D_v) patch tokens against (B, 4, 64) ``patch_labels`` targets."""
+        logits = self.linear(tokens).split(self.sizes, dim=-1)  # 4 x (B, 64, C_i)
+        return sum(F.cross_entropy(lg.flatten(0, 1), targets[:, i].flatten()) for i, lg in enumerate(logits))
 
 
 def choose_visual_tokens(tokens: torch.Tensor, attention: torch.Tensor, rng: random.Random) -> torch.Tensor:
@@ -150,13 +178,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=700)
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--n-images", type=int, default=8000)
-    parser.add_argument("--n-single", type=int, default=1500)
+    parser.add_argument("--single-fraction", type=float, default=0.1, help="plain one-object scenes")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--max-turns", type=int, default=4)
     parser.add_argument("--train-tower", action="store_true", help="fine-tune the vision tower too (slower)")
-    parser.add_argument("--tower-lr-scale", type=float, default=0.3)
+    parser.add_argument("--tower-lr-scale", type=float, default=1.0)
+    parser.add_argument("--patch-loss", type=float, default=1.0,
+                        help="weight of the per-patch colour/shape/cell/centre loss (needs --train-tower)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=100)
@@ -177,24 +206,16 @@ def main(argv: list[str] | None = None) -> None:
     tower = OpenClipTower(visual, projector, PREPROCESS_CFG, model_id="toy-vlm", revision="training")
     lm = LlamaForCausalLM(llama_config(len(tokenizer), args.hidden, args.layers))
 
-    scenes = [world.make_scene("train", i, args.seed) for i in range(args.n_images)]
-    scenes += [
-        world.single_object_scene(world.scene_rng("train", args.seed, i, stream="vlm-single"), size=None)
-        for i in range(args.n_single)
-    ]  # plain-background one-object scenes, like generated images
-    images = np.stack([world.render_array(s) for s in tqdm(scenes, desc="render", leave=False)])
     if args.train_tower:
         visual.requires_grad_(True)
-    else:
-        feats, attention = encode_pool(tower, images)  # (N, 64, D_v), (N, 64): computed once
-        del images
 
     val = world.vqa_items(
         args.val_items, split="val", qtypes=("colour", "shape", "count", "exists", "position")
     )
     val_images = np.stack([np.asarray(it.image) for it in val])
 
-    groups = [{"params": list(projector.parameters()) + list(lm.parameters())}]
+    head = PatchHead(width)
+    groups = [{"params": list(projector.parameters()) + list(lm.parameters()) + list(head.parameters())}]
     if args.train_tower:
         groups.append({"params": list(visual.parameters()), "lr": args.lr * args.tower_lr_scale})
     params = [p for g in groups for p in g["params"]]
@@ -211,33 +232,37 @@ def main(argv: list[str] | None = None) -> None:
     projector.train()
     bar = tqdm(range(args.steps), desc="toy-vlm")
     for step in bar:
-        idx = [rng.randrange(len(scenes)) for _ in range(args.batch_size)]
-        if args.train_tower:
-            batch_feats, batch_attention = encode(tower, images[idx])  # (B, 64, D_v) with grad, (B, 64)
-        else:
-            batch_feats, batch_attention = feats[idx], attention[idx]
+        scenes = training_scenes(args.seed, step, args.batch_size, args.single_fraction)  # fresh every step
+        images = np.stack([world.render_array(scene) for scene in scenes])  # (B, 64, 64, 3)
+        with torch.set_grad_enabled(args.train_tower):
+            batch_feats, batch_attention = encode(tower, images)  # (B, 64, D_v), (B, 64)
         seqs, visual_rows = [], []
-        for b, i in enumerate(idx):
+        for b, scene in enumerate(scenes):
             kept = choose_visual_tokens(batch_feats[b], batch_attention[b], rng)  # (K, D_v)
-            turns = sample_turns(scenes[i], rng, rng.randint(1, args.max_turns))
+            turns = sample_turns(scene, rng, rng.randint(1, args.max_turns))
             seqs.append(
                 build_sequence(builder, tokenizer, turns, kept.shape[0], image_first=rng.random() < 0.5)
             )
             visual_rows.append(kept)
         ids, labels, mask = collate(seqs, tokenizer.pad_token_id)
-        loss, _ = forward_loss(lm, projector, ids, labels, mask, torch.cat(visual_rows), image_token_id)
+        answer_loss, _ = forward_loss(lm, projector, ids, labels, mask, torch.cat(visual_rows), image_token_id)
+        patch_loss = torch.zeros(())
+        if args.train_tower and args.patch_loss:
+            targets = torch.from_numpy(np.stack([patch_labels.patch_targets(s) for s in scenes]))  # (B, 4, 64)
+            patch_loss = head.loss(batch_feats, targets)
+        loss = answer_loss + args.patch_loss * patch_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}", tokens=ids.shape[1])
+        bar.set_postfix(answer=f"{answer_loss.item():.4f}", patch=f"{patch_loss.item():.3f}", tokens=ids.shape[1])
         if args.eval_every and (step + 1) % args.eval_every == 0:
             val_feats, _ = encode_pool(tower, val_images)
             acc = quick_eval(lm, projector, builder, tokenizer, val, val_feats, image_token_id)
             lm.train()
             projector.train()
-            tqdm.write(f"step {step + 1}: loss {loss.item():.4f}  val (teacher-forced) {acc}")
+            tqdm.write(f"step {step + 1}: answer loss {answer_loss.item():.4f}  val (teacher-forced) {acc}")
 
     lm.eval()
     projector.eval()
