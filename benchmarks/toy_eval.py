@@ -1,5 +1,5 @@
-"""Quality on the toy world, in-process: the toy VLM's exact-match accuracy (optionally with visual
-token pruning) and the toy text-to-image model's oracle accuracy, both graded by `toy.oracle`.
+"""The toy VLM's exact-match accuracy on held-out questions, in-process, optionally with visual
+token pruning, graded by `toy.oracle` (the images' side is ``toy.diffusion_eval``).
 
 The chat path is the served one minus Serve: the same vision tower, pruners, prompt builder and
 LLM engine, greedy decoding. Image features are computed once per image and reused for every
@@ -8,20 +8,17 @@ pruning setting (as the embedding cache would).
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from decoders.chat_template import ChatPromptBuilder
 from decoders.engine import LLMEngine
-from denoisers.engine import DenoiserEngine
-from denoisers.params import ImageParams
 from encoders.engine import VisionEncoderEngine
 from encoders.pruning import PRUNERS, keep_count
 from models import load_chat_tokenizer, load_language_model, load_vision_tower
-from toy.oracle import grade_answer, grade_image
-from toy.world import T2IItem, VQAItem
+from toy.oracle import grade_answer
+from toy.world import VQAItem
 from triptych.types import ChatMessage, ImagePart, SamplingParams, TextPart
 
 ANSWER_TOKENS = 32  # enough for the longest canonical caption ("describe" questions)
@@ -67,39 +64,3 @@ class VLMEvaluator:
         per_type = {q: sum(v) / len(v) for q, v in sorted(right.items())}
         n = sum(len(v) for v in right.values())
         return Accuracy(sum(sum(v) for v in right.values()) / n, per_type, n)
-
-
-@dataclass(frozen=True)
-class OracleScore:
-    colour: float
-    shape: float
-    both: float
-    denoise_ms: float  # median per image
-    n: int
-
-
-class ImageEvaluator:
-    def __init__(self, model_dir, items: Sequence[T2IItem]):
-        self.engine = DenoiserEngine.from_pretrained(model_dir)
-        self.items = list(items)
-        empty = self.engine.encode_prompt("", allow_empty=True)  # (T, D)
-        self.prompts = {item.prompt: self.engine.encode_prompt(item.prompt) for item in self.items}
-        self.uncond = empty
-
-    def score(self, sampler: str, steps: int, cache_interval: int = 1, guidance_scale: float = 5.0,
-              seed: int = 0) -> OracleScore:
-        colour = shape = both = 0
-        times = []
-        size = self.engine.vae_scale_factor * self.engine.unet.config.sample_size
-        for i, item in enumerate(self.items):
-            params = ImageParams(width=size, height=size, steps=steps, sampler=sampler,
-                                 guidance_scale=guidance_scale, seed=seed + i, n=1, cache_interval=cache_interval)
-            start = time.perf_counter()
-            latents = self.engine.denoise(self.prompts[item.prompt], self.uncond, params)  # (1, C, h, w)
-            times.append((time.perf_counter() - start) * 1000)
-            grade = grade_image(self.engine.decode(latents)[0], item)
-            colour += grade.colour_ok
-            shape += grade.shape_ok
-            both += grade.both
-        n = len(self.items)
-        return OracleScore(colour / n, shape / n, both / n, sorted(times)[n // 2], n)

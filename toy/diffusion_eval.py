@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import CHECKPOINTS, world
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
 
     from denoisers import DenoiserEngine
@@ -34,14 +35,25 @@ DEFAULT_GUIDANCE = 5.0  # the server's default guidance_scale (triptych.config.I
 
 @dataclass(frozen=True)
 class SamplerSetting:
-    """One way of sampling: sampler name, steps, classifier-free guidance scale."""
+    """One way of sampling: sampler name, steps, classifier-free guidance scale, DeepCache interval."""
 
     sampler: str
     steps: int
     guidance_scale: float = DEFAULT_GUIDANCE
+    cache_interval: int = 1
 
     def __str__(self) -> str:
-        return f"{self.sampler}@{self.steps} g{self.guidance_scale:g}"
+        cache = f" cache{self.cache_interval}" if self.cache_interval != 1 else ""
+        return f"{self.sampler}@{self.steps} g{self.guidance_scale:g}{cache}"
+
+    def params(self, seed: int):
+        """``ImageParams`` for one 64x64 image of this setting from ``seed``."""
+        from denoisers import ImageParams
+
+        return ImageParams(
+            width=world.IMAGE_SIZE, height=world.IMAGE_SIZE, steps=self.steps, sampler=self.sampler,
+            guidance_scale=self.guidance_scale, seed=seed, n=1, cache_interval=self.cache_interval,
+        )  # fmt: skip
 
 
 # The reference (50-step DDIM) and the server's default (8-step DPM-Solver++ 2M).
@@ -58,7 +70,7 @@ class T2IScore:
     shape: float
     both: float  # colour and shape right: the headline number
     position: float | None  # None when the prompts name no position
-    seconds: float  # wall time of sampling + decoding (not grading)
+    seconds: float  # wall time of denoising (not decoding, not grading)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "setting": str(self.setting)}
@@ -71,6 +83,29 @@ def load_toy_engine(model_dir: Path | str = TOY_SD_DIR) -> DenoiserEngine:
     return DenoiserEngine.from_pretrained(model_dir)
 
 
+def sample_latents(
+    engine: DenoiserEngine,
+    prompts: Sequence[str],
+    setting: SamplerSetting,
+    seed: int = 0,
+    batch: int = 50,
+) -> torch.Tensor:
+    """(n, C, h, w) latents, one per prompt; prompt ``i`` is sampled from seed ``seed + i``, ``batch`` at a time."""
+    import torch
+
+    from denoisers import DenoiseJob
+
+    uncond = engine.encode_prompt("", allow_empty=True)  # (T, D)
+    latents: list[torch.Tensor] = []
+    for start in range(0, len(prompts), batch):
+        jobs = [
+            DenoiseJob(engine.encode_prompt(prompt), uncond, setting.params(seed + start + k))
+            for k, prompt in enumerate(prompts[start : start + batch])
+        ]
+        latents += engine.denoise_batch(jobs)  # per job (1, C, h, w)
+    return torch.cat(latents)
+
+
 def generate(
     engine: DenoiserEngine,
     prompts: Sequence[str],
@@ -78,28 +113,8 @@ def generate(
     seed: int = 0,
     batch: int = 50,
 ) -> list[Image.Image]:
-    """One 64x64 image per prompt; prompt ``i`` is sampled from seed ``seed + i``, ``batch`` at a time."""
-    import torch
-
-    from denoisers import DenoiseJob, ImageParams
-
-    uncond = engine.encode_prompt("", allow_empty=True)  # (T, D)
-    images: list[Image.Image] = []
-    for start in range(0, len(prompts), batch):
-        jobs = [
-            DenoiseJob(
-                engine.encode_prompt(prompt),
-                uncond,
-                ImageParams(
-                    width=world.IMAGE_SIZE, height=world.IMAGE_SIZE, steps=setting.steps,
-                    sampler=setting.sampler, guidance_scale=setting.guidance_scale, seed=seed + start + k, n=1,
-                ),  # fmt: skip
-            )
-            for k, prompt in enumerate(prompts[start : start + batch])
-        ]
-        latents = engine.denoise_batch(jobs)  # per job (1, C, h, w)
-        images += engine.decode(torch.cat(latents))  # n x PIL RGB
-    return images
+    """One 64x64 image per prompt, as ``sample_latents`` samples them."""
+    return engine.decode(sample_latents(engine, prompts, setting, seed, batch))
 
 
 def evaluate(
@@ -111,6 +126,7 @@ def evaluate(
     with_position: bool = False,
     with_size: bool = False,
     items: Sequence[world.T2IItem] | None = None,
+    batch: int = 50,
 ) -> T2IScore:
     """Sample the held-out prompts (``world.t2i_items``) with ``setting`` and grade them with the oracle."""
     from .oracle import grade_image
@@ -118,8 +134,9 @@ def evaluate(
     if items is None:
         items = world.t2i_items(n, split=split, seed=seed, with_position=with_position, with_size=with_size)
     t0 = time.perf_counter()
-    images = generate(engine, [item.prompt for item in items], setting, seed=seed)
+    latents = sample_latents(engine, [item.prompt for item in items], setting, seed=seed, batch=batch)
     seconds = time.perf_counter() - t0
+    images = engine.decode(latents)
     grades = [grade_image(image, item) for image, item in zip(images, items)]
     named = [g.position_ok for g in grades if g.position_ok is not None]
     return T2IScore(
@@ -149,7 +166,7 @@ def evaluate_settings(
 def format_score(score: T2IScore) -> str:
     pos = "" if score.position is None else f"  position {score.position:6.1%}"
     return (
-        f"{str(score.setting):<18} n={score.n:<4} colour {score.colour:6.1%}  shape {score.shape:6.1%}  "
+        f"{score.setting!s:<18} n={score.n:<4} colour {score.colour:6.1%}  shape {score.shape:6.1%}  "
         f"both {score.both:6.1%}{pos}  ({score.seconds:.1f}s)"
     )
 

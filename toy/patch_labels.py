@@ -52,3 +52,15 @@ def patch_targets(scene: world.Scene) -> np.ndarray:
         row = min(GRID - 1, int(y // PATCH))
         targets[3, row * GRID + col] = 1
     return targets
+
+
+def object_attention_target(targets: np.ndarray) -> np.ndarray:
+    """(..., 64) float32: uniform over the patches an object covers (from (..., 4, 64) ``targets``).
+
+    What the [CLS] token's attention is trained towards, so that attention-based pruners
+    (``cls_attention``, ``visionzip``) keep the objects, as a real CLIP's [CLS] attention keeps the
+    salient regions of a photo. All-background images get a uniform target.
+    """
+    on_object = (targets[..., 1, :] != BACKGROUND).astype(np.float32)  # (..., 64)
+    on_object = np.where(on_object.sum(axis=-1, keepdims=True) > 0, on_object, 1.0)
+    return on_object / on_object.sum(axis=-1, keepdims=True)

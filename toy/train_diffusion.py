@@ -5,18 +5,20 @@ A Stable-Diffusion-format directory made of diffusers' / transformers' own class
 exactly like a real SD 1.x folder:
 
     toy-sd/
-      vae/            AutoencoderKL, 4 blocks (scale factor 8): 64x64x3 <-> 8x8x4 latents
+      vae/            AutoencoderKL, 3 blocks (scale factor 4): 64x64x3 <-> 16x16x4 latents; with SD's 8
+                      (8x8 latents) a 12-17 px shape is 2x2 latent cells and the round trip loses it
       text_encoder/   CLIPTextModel (hidden 64, 2 layers, 32 positions), trained jointly with the UNet
       tokenizer/      CLIPTokenizer: open_clip's BPE truncated to 4,000 merges (``models.tiny_diffusion``)
-      unet/           UNet2DConditionModel on 8x8x4 latents, cross-attention at 4x4 and in the middle
+      unet/           UNet2DConditionModel on 16x16x4 latents, cross-attention at 8x8 and in the middle
       scheduler/      SD 1.x's noise schedule (scaled_linear 0.00085..0.012, 1,000 steps, epsilon):
                       the schedule the UNet was trained on
       training.json   recipe, wall times and the held-out oracle accuracies measured after training
 
 Stages (all seeded; fixed step counts, so a rerun on this machine gives the same weights):
 1. render single-object toy-world scenes with their prompts (``toy.diffusion_data``);
-2. train the VAE (MSE + L1 reconstruction, a small KL term), encode the training set to latent
-   means, set ``scaling_factor`` = 1 / latent std (SD's recipe for its 0.18215);
+2. train the VAE (MSE + L1 reconstruction weighted towards the shape and its outline, a small KL
+   term), encode the training set to latent means, set ``scaling_factor`` = 1 / latent std (SD's
+   recipe for its 0.18215); grade VAE round trips of held-out scenes with the oracle (the ceiling);
 3. train text encoder + UNet together with the epsilon-prediction DDPM loss on the SD schedule,
    min-SNR-5 loss weights (faster convergence), 10% empty prompts (classifier-free guidance) and
    an EMA of the weights (what is saved);
@@ -265,7 +267,7 @@ def train_vae(vae, images: np.ndarray, cfg: TrainConfig, gen: torch.Generator) -
 
 @torch.no_grad()
 def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
-    """Latent means (N, 4, 8, 8) of ``images``, unscaled."""
+    """Latent means (N, 4, h, w) of ``images``, unscaled."""
     out = [vae.encode(to_pixels(images[i : i + batch])).latent_dist.mode() for i in range(0, len(images), batch)]
     return torch.cat(out)
 
@@ -312,7 +314,7 @@ def train_denoiser(
 ) -> tuple[Any, Any, list[float]]:  # fmt: skip
     """Epsilon-prediction DDPM loss on the SD schedule; returns the EMA UNet, EMA text encoder, losses.
 
-    ``latents`` (N, 4, 8, 8) are already multiplied by the VAE's scaling factor.
+    ``latents`` (N, 4, h, w) are already multiplied by the VAE's scaling factor.
     """
     unique = sorted(set(prompts)) + [""]  # "" last: the classifier-free-guidance prompt
     empty_id = len(unique) - 1
@@ -336,16 +338,16 @@ def train_denoiser(
     bar = tqdm(range(cfg.unet_steps), desc="unet+text", dynamic_ncols=True)
     for step in bar:
         idx = torch.randint(0, len(latents), (cfg.unet_batch,), generator=gen)
-        z0 = latents[idx]  # (B, 4, 8, 8)
+        z0 = latents[idx]  # (B, 4, h, w)
         pid = prompt_ids[idx]
         drop = torch.rand(cfg.unet_batch, generator=gen) < cfg.cfg_dropout
         pid = torch.where(drop, torch.full_like(pid, empty_id), pid)  # (B,)
         batch_prompts, inverse = torch.unique(pid, return_inverse=True)  # encode each prompt once
-        context = text_encoder(tokens[batch_prompts]).last_hidden_state[inverse]  # (B, 77, D)
+        context = text_encoder(tokens[batch_prompts]).last_hidden_state[inverse]  # (B, 32, D)
         t = torch.randint(0, len(ab), (cfg.unet_batch,), generator=gen)
         noise = torch.randn(z0.shape, generator=gen)
         a = ab[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise  # (B, 4, 8, 8)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise  # (B, 4, h, w)
         pred = unet(zt, t, encoder_hidden_states=context).sample
         per_sample = (pred - noise).pow(2).mean(dim=(1, 2, 3))  # (B,)
         loss = (loss_weight[t] * per_sample).mean()
@@ -417,7 +419,7 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     torch.manual_seed(cfg.seed + 1)
     vae = build_vae(cfg.vae_channels)
     vae_losses = train_vae(vae, images, cfg, gen)
-    raw = encode_latents(vae, images)  # (N, 4, 8, 8)
+    raw = encode_latents(vae, images)  # (N, 4, 16, 16)
     scaling = float(1.0 / raw.std())
     vae.register_to_config(scaling_factor=round(scaling, 5))
     latents = raw * vae.config.scaling_factor

@@ -69,7 +69,7 @@ def encode(tower, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         _, cls_attention = tower(pixels(images))  # (B, 64, D_lm), (B, 64)
     finally:
         hook.remove()
-    return captured["x"], cls_attention.detach()
+    return captured["x"], cls_attention
 
 
 @torch.no_grad()
@@ -110,29 +110,37 @@ class PatchHead(torch.nn.Module):
         return sum(F.cross_entropy(lg.flatten(0, 1), targets[:, i].flatten()) for i, lg in enumerate(logits))
 
 
-def choose_visual_tokens(tokens: torch.Tensor, attention: torch.Tensor, rng: random.Random) -> torch.Tensor:
+def choose_visual_tokens(
+    tokens: torch.Tensor, attention: torch.Tensor, rng: random.Random, pruned_fraction: float
+) -> torch.Tensor:
     """The kept visual tokens (K, D_v) of one image: all 64, or a pruned subset like serving keeps."""
     from encoders.pruning import PRUNERS
     from triptych.types import VisionFeatures
 
     n = tokens.shape[0]
-    if rng.random() < 0.5:
+    if rng.random() >= pruned_fraction:
         return tokens
     k = rng.randint(6, n - 1)
     if k >= 40 and rng.random() < 0.3:
         keep = sorted(rng.sample(range(n), k))  # random subset, spatial order
         return tokens[keep]
-    return PRUNERS["cls_attention"](VisionFeatures(tokens, attention), k).tokens  # (K, D_v) spatial order
+    return PRUNERS["cls_attention"](VisionFeatures(tokens, attention.detach()), k).tokens  # (K, D_v) spatial order
+
+
+# How often each question type is asked in training. "describe" answers are ~20 tokens where the
+# others are one word: at equal frequency they would carry most of the loss.
+QTYPE_WEIGHTS = {"colour": 1.0, "shape": 1.0, "count": 1.0, "exists": 1.0, "position": 1.0, "describe": 0.3}
 
 
 def sample_turns(scene: world.Scene, rng: random.Random, n_turns: int) -> list[tuple[str, str]]:
-    """``n_turns`` (question, answer) pairs, question type uniform, phrasing drawn from ``rng``."""
+    """``n_turns`` (question, answer) pairs, question type by ``QTYPE_WEIGHTS``, phrasing from ``rng``."""
     by_type: dict[str, list[world.QA]] = {}
     for qa in world.questions(scene, rng):
         by_type.setdefault(qa.qtype, []).append(qa)
+    qtypes, weights = list(QTYPE_WEIGHTS), list(QTYPE_WEIGHTS.values())
     turns = []
     for _ in range(n_turns):
-        qa = rng.choice(by_type[rng.choice(world.QTYPES)])
+        qa = rng.choice(by_type[rng.choices(qtypes, weights)[0]])
         question = qa.question[0].upper() + qa.question[1:] if rng.random() < 0.3 else qa.question
         turns.append((question, qa.answer))
     return turns
@@ -181,11 +189,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--single-fraction", type=float, default=0.1, help="plain one-object scenes")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--max-turns", type=int, default=4)
+    parser.add_argument("--max-turns", type=int, default=8, help="question/answer turns per image (1..N)")
+    parser.add_argument("--pruned-fraction", type=float, default=0.3, help="sequences with pruned visual tokens")
     parser.add_argument("--train-tower", action="store_true", help="fine-tune the vision tower too (slower)")
     parser.add_argument("--tower-lr-scale", type=float, default=1.0)
     parser.add_argument("--patch-loss", type=float, default=1.0,
                         help="weight of the per-patch colour/shape/cell/centre loss (needs --train-tower)")
+    parser.add_argument("--attention-loss", type=float, default=0.5,
+                        help="weight of the [CLS]-attention-on-objects loss (needs --train-tower)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--eval-every", type=int, default=100)
@@ -238,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
             batch_feats, batch_attention = encode(tower, images)  # (B, 64, D_v), (B, 64)
         seqs, visual_rows = [], []
         for b, scene in enumerate(scenes):
-            kept = choose_visual_tokens(batch_feats[b], batch_attention[b], rng)  # (K, D_v)
+            kept = choose_visual_tokens(batch_feats[b], batch_attention[b], rng, args.pruned_fraction)  # (K, D_v)
             turns = sample_turns(scene, rng, rng.randint(1, args.max_turns))
             seqs.append(
                 build_sequence(builder, tokenizer, turns, kept.shape[0], image_first=rng.random() < 0.5)
@@ -246,17 +257,20 @@ def main(argv: list[str] | None = None) -> None:
             visual_rows.append(kept)
         ids, labels, mask = collate(seqs, tokenizer.pad_token_id)
         answer_loss, _ = forward_loss(lm, projector, ids, labels, mask, torch.cat(visual_rows), image_token_id)
-        patch_loss = torch.zeros(())
-        if args.train_tower and args.patch_loss:
-            targets = torch.from_numpy(np.stack([patch_labels.patch_targets(s) for s in scenes]))  # (B, 4, 64)
-            patch_loss = head.loss(batch_feats, targets)
-        loss = answer_loss + args.patch_loss * patch_loss
+        patch_loss = attention_loss = torch.zeros(())
+        if args.train_tower:
+            targets = np.stack([patch_labels.patch_targets(s) for s in scenes])  # (B, 4, 64)
+            patch_loss = head.loss(batch_feats, torch.from_numpy(targets))
+            on_objects = torch.from_numpy(patch_labels.object_attention_target(targets))  # (B, 64)
+            attention_loss = -(on_objects * batch_attention.clamp_min(1e-8).log()).sum(-1).mean()
+        loss = answer_loss + args.patch_loss * patch_loss + args.attention_loss * attention_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        bar.set_postfix(answer=f"{answer_loss.item():.4f}", patch=f"{patch_loss.item():.3f}", tokens=ids.shape[1])
+        bar.set_postfix(answer=f"{answer_loss.item():.4f}", patch=f"{patch_loss.item():.3f}",
+                        attention=f"{attention_loss.item():.3f}", tokens=ids.shape[1])
         if args.eval_every and (step + 1) % args.eval_every == 0:
             val_feats, _ = encode_pool(tower, val_images)
             acc = quick_eval(lm, projector, builder, tokenizer, val, val_feats, image_token_id)
