@@ -75,7 +75,7 @@ class TrainConfig:
     seed: int = 0
     n_images: int = 8000  # rendered training items (images + prompts)
     vae_channels: str = "8,16,32"  # len - 1 downsamples: 3 blocks -> 16x16 latents at 64 px
-    vae_steps: int = 800
+    vae_steps: int = 1200
     vae_batch: int = 32
     vae_lr: float = 3e-3
     fg_weight: float = 10.0  # extra loss weight on the shape's pixels (~7% of the image)
@@ -83,7 +83,7 @@ class TrainConfig:
     grad_weight: float = 1.0  # L1 on the error's image gradients: sharp outlines decide the shape
     kl_weight: float = 1e-3  # on the per-element KL; keeps latents smooth, barely costs sharpness
     unet_channels: str = "32,64"
-    unet_steps: int = 1500
+    unet_steps: int = 2000
     unet_batch: int = 64
     unet_lr: float = 1e-3
     text_lr: float = 1e-3

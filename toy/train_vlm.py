@@ -110,6 +110,35 @@ class PatchHead(torch.nn.Module):
         return sum(F.cross_entropy(lg.flatten(0, 1), targets[:, i].flatten()) for i, lg in enumerate(logits))
 
 
+class WordAlignment:
+    """Training-only loss: a projected object patch names its colour and shape in the LM's own words.
+
+    The projected token (D_lm) is scored against the LM's input embeddings and against its output
+    head, both as classifiers over the vocabulary; the targets are the tokens " red", " circle", ...
+    of the object under the patch. Visual tokens then share directions with the question's words
+    (what an attention lookup like "the circle" -> its patches matches on) and with the answer's
+    words (what a copying head writes out), which shortcuts the slowest part of training.
+    """
+
+    def __init__(self, tokenizer):
+        word = lambda w: tokenizer(" " + w, add_special_tokens=False).input_ids[-1]
+        ignore = [IGNORE]  # class 0 = background: no word
+        self.colour_ids = torch.tensor(ignore + [word(c) for c in world.COLOURS])  # (1 + n_colours,)
+        self.shape_ids = torch.tensor(ignore + [word(s) for s in world.SHAPES])  # (1 + n_shapes,)
+
+    def loss(self, projected: torch.Tensor, targets: torch.Tensor, lm) -> torch.Tensor:
+        """(B, 64, D_lm) projected patch tokens, (B, 4, 64) ``patch_labels`` targets -> scalar."""
+        colour_words = self.colour_ids[targets[:, 0]].flatten()  # (B * 64,)
+        shape_words = self.shape_ids[targets[:, 1]].flatten()  # (B * 64,)
+        flat = projected.flatten(0, 1)  # (B * 64, D_lm)
+        total = torch.zeros(())
+        for classifier in (lm.get_input_embeddings().weight, lm.get_output_embeddings().weight):  # (V, D_lm)
+            logits = flat @ classifier.T  # (B * 64, V)
+            total = total + F.cross_entropy(logits, colour_words, ignore_index=IGNORE)
+            total = total + F.cross_entropy(logits, shape_words, ignore_index=IGNORE)
+        return total
+
+
 def choose_visual_tokens(
     tokens: torch.Tensor, attention: torch.Tensor, rng: random.Random, pruned_fraction: float
 ) -> torch.Tensor:
@@ -129,7 +158,9 @@ def choose_visual_tokens(
 
 # How often each question type is asked in training. "describe" answers are ~20 tokens where the
 # others are one word: at equal frequency they would carry most of the loss.
-QTYPE_WEIGHTS = {"colour": 1.0, "shape": 1.0, "count": 1.0, "exists": 1.0, "position": 1.0, "describe": 0.3}
+# "count" is learnt early from the mean of the visual tokens; the lookups ("the circle" -> its
+# patches) are what takes long, so they are asked more.
+QTYPE_WEIGHTS = {"colour": 1.0, "shape": 1.0, "count": 0.5, "exists": 1.0, "position": 1.0, "describe": 0.3}
 
 
 def sample_turns(scene: world.Scene, rng: random.Random, n_turns: int) -> list[tuple[str, str]]:
@@ -189,12 +220,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--single-fraction", type=float, default=0.1, help="plain one-object scenes")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--max-turns", type=int, default=8, help="question/answer turns per image (1..N)")
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--max-turns", type=int, default=12, help="question/answer turns per image (1..N)")
     parser.add_argument("--pruned-fraction", type=float, default=0.3, help="sequences with pruned visual tokens")
     parser.add_argument("--train-tower", action="store_true", help="fine-tune the vision tower too (slower)")
     parser.add_argument("--tower-lr-scale", type=float, default=1.0)
     parser.add_argument("--patch-loss", type=float, default=1.0,
                         help="weight of the per-patch colour/shape/cell/centre loss (needs --train-tower)")
+    parser.add_argument("--word-loss", type=float, default=0.5,
+                        help="weight of the projected-patch-names-its-object loss (WordAlignment)")
     parser.add_argument("--attention-loss", type=float, default=0.5,
                         help="weight of the [CLS]-attention-on-objects loss (needs --train-tower)")
     parser.add_argument("--seed", type=int, default=0)
@@ -215,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     width = clip_cfg["vision_cfg"]["width"]
     projector = ProjectorMLP(width, args.hidden)
     tower = OpenClipTower(visual, projector, PREPROCESS_CFG, model_id="toy-vlm", revision="training")
-    lm = LlamaForCausalLM(llama_config(len(tokenizer), args.hidden, args.layers))
+    lm = LlamaForCausalLM(llama_config(len(tokenizer), args.hidden, args.layers, args.heads))
 
     if args.train_tower:
         visual.requires_grad_(True)
@@ -226,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     val_images = np.stack([np.asarray(it.image) for it in val])
 
     head = PatchHead(width)
+    words = WordAlignment(tokenizer)
     groups = [{"params": list(projector.parameters()) + list(lm.parameters()) + list(head.parameters())}]
     if args.train_tower:
         groups.append({"params": list(visual.parameters()), "lr": args.lr * args.tower_lr_scale})
@@ -257,19 +292,21 @@ def main(argv: list[str] | None = None) -> None:
             visual_rows.append(kept)
         ids, labels, mask = collate(seqs, tokenizer.pad_token_id)
         answer_loss, _ = forward_loss(lm, projector, ids, labels, mask, torch.cat(visual_rows), image_token_id)
+        targets = np.stack([patch_labels.patch_targets(s) for s in scenes])  # (B, 4, 64)
+        word_loss = words.loss(projector(batch_feats), torch.from_numpy(targets), lm)
         patch_loss = attention_loss = torch.zeros(())
         if args.train_tower:
-            targets = np.stack([patch_labels.patch_targets(s) for s in scenes])  # (B, 4, 64)
             patch_loss = head.loss(batch_feats, torch.from_numpy(targets))
             on_objects = torch.from_numpy(patch_labels.object_attention_target(targets))  # (B, 64)
             attention_loss = -(on_objects * batch_attention.clamp_min(1e-8).log()).sum(-1).mean()
-        loss = answer_loss + args.patch_loss * patch_loss + args.attention_loss * attention_loss
+        loss = (answer_loss + args.word_loss * word_loss + args.patch_loss * patch_loss
+                + args.attention_loss * attention_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        bar.set_postfix(answer=f"{answer_loss.item():.4f}", patch=f"{patch_loss.item():.3f}",
+        bar.set_postfix(answer=f"{answer_loss.item():.4f}", words=f"{word_loss.item():.3f}", patch=f"{patch_loss.item():.3f}",
                         attention=f"{attention_loss.item():.3f}", tokens=ids.shape[1])
         if args.eval_every and (step + 1) % args.eval_every == 0:
             val_feats, _ = encode_pool(tower, val_images)

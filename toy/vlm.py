@@ -54,7 +54,7 @@ def build_toy_tokenizer():
     return build_chat_tokenizer(corpus=tokenizer_corpus())
 
 
-def llama_config(vocab_size: int, hidden: int = 128, layers: int = 4):
+def llama_config(vocab_size: int, hidden: int = 128, layers: int = 4, heads: int = 8):
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -62,8 +62,8 @@ def llama_config(vocab_size: int, hidden: int = 128, layers: int = 4):
         hidden_size=hidden,
         intermediate_size=3 * hidden,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
         max_position_embeddings=512,
         bos_token_id=1,
         eos_token_id=2,
