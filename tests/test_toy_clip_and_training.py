@@ -35,7 +35,23 @@ def test_training_commands_run(tmp_path):
                      "--n-groups", "4", "--eval-every", "0", "--eval-items", "12", "--threads", "1"])  # fmt: skip
     assert json.loads((clip_dir / "training.json").read_text())["steps"] == 2
     train_vlm.main(["--clip", str(clip_dir), "--out", str(vlm_dir), "--steps", "2", "--batch-size", "4",
-                    "--n-images", "20", "--n-single", "4", "--eval-every", "0", "--eval-items", "6",
-                    "--val-items", "12", "--threads", "1"])  # fmt: skip
+                    "--train-tower", "--eval-every", "0", "--eval-items", "6", "--val-items", "12",
+                    "--threads", "1"])  # fmt: skip
     assert load_vision_tower(vlm_dir).num_patches == 64
     assert load_language_model(vlm_dir).model_id == "toy-vlm"
+    report = json.loads((vlm_dir / "training.json").read_text())
+    assert set(report["heldout_exact_match"]) == {"keep_1.0", "keep_0.5", "keep_0.25"}
+
+
+def test_diffusion_training_command_runs(tmp_path):
+    """Two steps of each stage of ``python -m toy.train_diffusion``: an SD directory DenoiserEngine loads."""
+    from denoisers import DenoiserEngine
+    from toy import train_diffusion
+
+    out = tmp_path / "sd"
+    train_diffusion.main(["--out", str(out), "--n-images", "16", "--vae-steps", "2", "--vae-batch", "4",
+                          "--unet-steps", "2", "--unet-batch", "4", "--warmup-steps", "1", "--no-eval"])  # fmt: skip
+    record = json.loads((out / "training.json").read_text())
+    assert record["config"]["unet_steps"] == 2 and set(record["vae_round_trip_oracle"]) == {"colour", "shape", "both"}
+    engine = DenoiserEngine.from_pretrained(out)
+    assert engine.vae_scale_factor == 4 and engine.unet.config.sample_size == 16
