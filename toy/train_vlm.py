@@ -23,6 +23,7 @@ import json
 import random
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 from . import patch_labels, world
 from .clip import PREPROCESS_CFG, TOY_CLIP_DIR, pixels
+from .lookup_supervision import HeadAttentionProbe, answer_objects, lookup_loss, object_patches
 from .train_clip import seed_everything
 from .vlm import (
     IGNORE,
@@ -139,6 +141,15 @@ class WordAlignment:
         return total
 
 
+def lookup_targets(scene: world.Scene, turns: list[world.QA]) -> list[torch.Tensor | None]:
+    """Per turn, the (64,) patch mask its answer is read from (``toy.lookup_supervision``) or None."""
+    out = []
+    for qa in turns:
+        objects = answer_objects(scene, qa)
+        out.append(None if objects is None else object_patches(objects))
+    return out
+
+
 def choose_visual_tokens(
     tokens: torch.Tensor, attention: torch.Tensor, rng: random.Random, pruned_fraction: float
 ) -> torch.Tensor:
@@ -156,6 +167,8 @@ def choose_visual_tokens(
     return PRUNERS["cls_attention"](VisionFeatures(tokens, attention.detach()), k).tokens  # (K, D_v) spatial order
 
 
+LOOKUP_HEAD = 0  # the last layer's head whose attention ``--lookup-loss`` supervises
+
 # How often each question type is asked in training. "describe" answers are ~20 tokens where the
 # others are one word: at equal frequency they would carry most of the loss.
 # "count" is learnt early from the mean of the visual tokens; the lookups ("the circle" -> its
@@ -163,8 +176,8 @@ def choose_visual_tokens(
 QTYPE_WEIGHTS = {"colour": 1.0, "shape": 1.0, "count": 0.5, "exists": 1.0, "position": 1.0, "describe": 0.3}
 
 
-def sample_turns(scene: world.Scene, rng: random.Random, n_turns: int) -> list[tuple[str, str]]:
-    """``n_turns`` (question, answer) pairs, question type by ``QTYPE_WEIGHTS``, phrasing from ``rng``."""
+def sample_turns(scene: world.Scene, rng: random.Random, n_turns: int) -> list[world.QA]:
+    """``n_turns`` question/answer pairs, question type by ``QTYPE_WEIGHTS``, phrasing from ``rng``."""
     by_type: dict[str, list[world.QA]] = {}
     for qa in world.questions(scene, rng):
         by_type.setdefault(qa.qtype, []).append(qa)
@@ -172,8 +185,9 @@ def sample_turns(scene: world.Scene, rng: random.Random, n_turns: int) -> list[t
     turns = []
     for _ in range(n_turns):
         qa = rng.choice(by_type[rng.choices(qtypes, weights)[0]])
-        question = qa.question[0].upper() + qa.question[1:] if rng.random() < 0.3 else qa.question
-        turns.append((question, qa.answer))
+        if rng.random() < 0.3:
+            qa = replace(qa, question=qa.question[0].upper() + qa.question[1:])
+        turns.append(qa)
     return turns
 
 
@@ -227,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tower-lr-scale", type=float, default=1.0)
     parser.add_argument("--patch-loss", type=float, default=1.0,
                         help="weight of the per-patch colour/shape/cell/centre loss (needs --train-tower)")
+    parser.add_argument("--lookup-loss", type=float, default=1.0,
+                        help="weight of the attention supervision of the LM's lookups (toy.lookup_supervision)")
     parser.add_argument("--word-loss", type=float, default=0.5,
                         help="weight of the projected-patch-names-its-object loss (WordAlignment)")
     parser.add_argument("--attention-loss", type=float, default=0.5,
@@ -250,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     projector = ProjectorMLP(width, args.hidden)
     tower = OpenClipTower(visual, projector, PREPROCESS_CFG, model_id="toy-vlm", revision="training")
     lm = LlamaForCausalLM(llama_config(len(tokenizer), args.hidden, args.layers, args.heads))
+    probe = HeadAttentionProbe(lm.model.layers[-1].self_attn, LOOKUP_HEAD)
 
     if args.train_tower:
         visual.requires_grad_(True)
@@ -282,16 +299,19 @@ def main(argv: list[str] | None = None) -> None:
         images = np.stack([world.render_array(scene) for scene in scenes])  # (B, 64, 64, 3)
         with torch.set_grad_enabled(args.train_tower):
             batch_feats, batch_attention = encode(tower, images)  # (B, 64, D_v), (B, 64)
-        seqs, visual_rows = [], []
+        seqs, visual_rows, lookups = [], [], []
         for b, scene in enumerate(scenes):
             kept = choose_visual_tokens(batch_feats[b], batch_attention[b], rng, args.pruned_fraction)  # (K, D_v)
             turns = sample_turns(scene, rng, rng.randint(1, args.max_turns))
-            seqs.append(
-                build_sequence(builder, tokenizer, turns, kept.shape[0], image_first=rng.random() < 0.5)
-            )
+            seqs.append(build_sequence(builder, tokenizer, [(qa.question, qa.answer) for qa in turns],
+                                       kept.shape[0], image_first=rng.random() < 0.5))  # fmt: skip
             visual_rows.append(kept)
+            lookups.append(lookup_targets(scene, turns) if kept.shape[0] == batch_feats.shape[1] else None)
         ids, labels, mask = collate(seqs, tokenizer.pad_token_id)
         answer_loss, _ = forward_loss(lm, projector, ids, labels, mask, torch.cat(visual_rows), image_token_id)
+        lookup = torch.zeros(())
+        if args.lookup_loss:
+            lookup = lookup_loss(probe.weights(mask), ids, labels, lookups, image_token_id, IGNORE)
         targets = np.stack([patch_labels.patch_targets(s) for s in scenes])  # (B, 4, 64)
         word_loss = words.loss(projector(batch_feats), torch.from_numpy(targets), lm)
         patch_loss = attention_loss = torch.zeros(())
@@ -299,14 +319,14 @@ def main(argv: list[str] | None = None) -> None:
             patch_loss = head.loss(batch_feats, torch.from_numpy(targets))
             on_objects = torch.from_numpy(patch_labels.object_attention_target(targets))  # (B, 64)
             attention_loss = -(on_objects * batch_attention.clamp_min(1e-8).log()).sum(-1).mean()
-        loss = (answer_loss + args.word_loss * word_loss + args.patch_loss * patch_loss
-                + args.attention_loss * attention_loss)
+        loss = (answer_loss + args.lookup_loss * lookup + args.word_loss * word_loss
+                + args.patch_loss * patch_loss + args.attention_loss * attention_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        bar.set_postfix(answer=f"{answer_loss.item():.4f}", words=f"{word_loss.item():.3f}", patch=f"{patch_loss.item():.3f}",
+        bar.set_postfix(answer=f"{answer_loss.item():.4f}", lookup=f"{lookup.item():.3f}", words=f"{word_loss.item():.3f}", patch=f"{patch_loss.item():.3f}",
                         attention=f"{attention_loss.item():.3f}", tokens=ids.shape[1])
         if args.eval_every and (step + 1) % args.eval_every == 0:
             val_feats, _ = encode_pool(tower, val_images)

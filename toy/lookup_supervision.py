@@ -1,0 +1,111 @@
+"""Attention supervision for the toy VLM's language model (training-time only).
+
+Answering "what colour is the circle?" is a lookup: the position that predicts the answer must
+attend to the circle's visual tokens. Learnt from the answer loss alone, that lookup forms slowly
+(with ground-truth symbolic patch features in place of the tower, the LM was still at chance on
+colour questions after 600 steps). The generator knows which object each answer is read from, so
+one attention head of the last layer is told where to look: the loss is
+``-log(attention mass on the answer's object patches)`` at each answer-predicting position, for
+the question types that have such objects (colour, shape, position, count, exists-"yes").
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import patch_labels, world
+
+
+class HeadAttentionProbe:
+    """One head's attention weights in one Llama layer, recomputed from that layer's input.
+
+    The LM keeps its fast attention kernel (which returns no weights); a forward pre-hook keeps the
+    layer's input and rotary embeddings, and ``weights`` recomputes the head's causal softmax with
+    gradients, the way ``encoders.open_clip_tower`` recomputes the [CLS] attention.
+    """
+
+    def __init__(self, attention: torch.nn.Module, head: int):
+        if attention.config.num_key_value_heads != attention.config.num_attention_heads:
+            raise ValueError("HeadAttentionProbe expects one key/value head per query head")
+        self.attention = attention
+        self.head = head
+        self._inputs: tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]] | None = None
+        attention.register_forward_pre_hook(self._keep_inputs, with_kwargs=True)
+
+    def _keep_inputs(self, module, args: tuple, kwargs: dict) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, D) after input_layernorm
+        self._inputs = (hidden, kwargs["position_embeddings"])
+
+    def weights(self, padding_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, T) attention of the head in the last forward; ``padding_mask`` (B, T), 1 = token."""
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        hidden, (cos, sin) = self._inputs
+        attn, d = self.attention, self.attention.head_dim
+        rows = slice(self.head * d, (self.head + 1) * d)
+        q = F.linear(hidden, attn.q_proj.weight[rows])[:, None]  # (B, 1, T, d)
+        k = F.linear(hidden, attn.k_proj.weight[rows])[:, None]  # (B, 1, T, d)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        logits = (q @ k.transpose(-1, -2))[:, 0] * attn.scaling  # (B, T, T)
+        T = logits.shape[-1]
+        causal = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T)
+        allowed = causal[None] & padding_mask.bool()[:, None, :]  # (B, T, T)
+        return logits.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+
+
+def answer_objects(scene: world.Scene, qa: world.QA) -> list[world.Obj] | None:
+    """The objects ``qa``'s answer is read from, or None where there are none to point at."""
+    words = set(qa.question.lower().rstrip("?.").split())
+    objects = scene.objects
+    if qa.qtype == "colour":
+        return [o for o in objects if o.shape in words]
+    if qa.qtype == "shape":
+        return [o for o in objects if o.shape == qa.answer]
+    if qa.qtype == "position":
+        return [o for o in objects if o.position == qa.answer]
+    if qa.qtype == "count":
+        return list(objects)
+    if qa.qtype == "exists" and qa.answer == "yes":
+        return [o for o in objects if o.shape in words and o.colour in words]
+    return None  # exists-"no" (nothing to look at), describe (everything, in order)
+
+
+def object_patches(objects: list[world.Obj]) -> torch.Tensor:
+    """(64,) bool: the patches any of ``objects`` covers (the ``patch_labels`` threshold)."""
+    covered = torch.zeros(patch_labels.GRID**2, dtype=torch.bool)
+    for obj in objects:
+        covered |= torch.from_numpy(patch_labels.patch_coverage(obj) >= patch_labels.MIN_COVERAGE)
+    return covered
+
+
+def answer_positions(labels: torch.Tensor, ignore: int) -> list[int]:
+    """Positions t of a (T,) label row whose next token starts an answer, in turn order."""
+    answer = labels != ignore  # (T,)
+    starts = answer[1:] & ~answer[:-1]  # (T-1,) token t+1 starts an answer
+    return starts.nonzero().flatten().tolist()
+
+
+def lookup_loss(
+    attention: torch.Tensor,
+    ids: torch.Tensor,
+    labels: torch.Tensor,
+    targets: list[list[torch.Tensor | None] | None],
+    image_token_id: int,
+    ignore: int,
+) -> torch.Tensor:
+    """Mean ``-log`` attention mass on the answer's patches.
+
+    attention: (B, T, T) one head's weights; ids, labels: (B, T); ``targets[b]``: per turn a (64,)
+    bool patch mask or None, or None for a whole sequence (e.g. its visual tokens were pruned).
+    """
+    terms = []
+    for b, turn_masks in enumerate(targets):
+        if turn_masks is None:
+            continue
+        slots = (ids[b] == image_token_id).nonzero().flatten()  # (64,) visual token positions
+        for t, mask in zip(answer_positions(labels[b], ignore), turn_masks):
+            if mask is not None and mask.any():
+                mass = attention[b, t, slots[mask]].sum()
+                terms.append(-torch.log(mass + 1e-6))
+    return torch.stack(terms).mean() if terms else attention.new_zeros(())
