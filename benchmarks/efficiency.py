@@ -30,6 +30,7 @@ QUALITY_RATIOS = (1.0, 0.5, 0.25, 0.11, 0.05)
 INTERVALS = (1, 2, 3, 5)
 SAMPLERS = ("ddim", "dpmpp_2m")
 STEPS = (4, 8, 20)
+REFERENCE_STEPS = 200
 ERROR_PROBES = 8  # prompts whose latents are compared with a 200-step ddim reference (median error)
 
 
@@ -106,11 +107,11 @@ def denoise_cache(args) -> dict:
     from toy.diffusion_eval import SamplerSetting, evaluate, load_toy_engine, sample_latents
     from toy.world import t2i_items
 
-    engine = load_toy_engine(shipped_checkpoints()["toy-sd"])
+    engine = load_toy_engine(shipped_checkpoints()["toy-sd"], max_steps=REFERENCE_STEPS)
     items = t2i_items(args.prompts)
     probes = [item.prompt for item in items[:ERROR_PROBES]]
-    log(f"denoise: 200-step ddim reference for {len(probes)} prompts")
-    reference = sample_latents(engine, probes, SamplerSetting("ddim", 200))  # (P, C, h, w)
+    log(f"denoise: {REFERENCE_STEPS}-step ddim reference for {len(probes)} prompts")
+    reference = sample_latents(engine, probes, SamplerSetting("ddim", REFERENCE_STEPS))  # (P, C, h, w)
     rows = []
     steps_grid = (4, 8) if args.quick else STEPS
     for sampler in SAMPLERS:

@@ -4,7 +4,14 @@ start, and the recomputed head attention equals the model's own (eager) attentio
 import torch
 
 from toy import world
-from toy.lookup_supervision import HeadAttentionProbe, answer_objects, answer_positions, lookup_loss
+from toy.lookup_supervision import (
+    HeadAttentionProbe,
+    answer_objects,
+    answer_positions,
+    key_position,
+    key_word,
+    lookup_loss,
+)
 from toy.world import QA, Obj, Scene
 
 SCENE = Scene(objects=(Obj("circle", "red", "large", 0, 0), Obj("square", "red", "small", 2, 2)))
@@ -27,6 +34,17 @@ def test_every_generated_question_with_an_object_finds_one():
         for qa in world.questions(scene):
             objects = answer_objects(scene, qa)
             assert objects is None or len(objects) >= 1, qa
+
+
+def test_key_words_name_what_to_look_up():
+    assert key_word(QA("What colour is the circle?", "red", "colour")) == "circle"
+    assert key_word(QA("which shape is at the top-left?", "circle", "shape")) == "top-left"
+    assert key_word(QA("is there a red square in the image?", "yes", "exists")) == "square"
+    assert key_word(QA("how many shapes are there?", "two", "count")) is None
+    ids = torch.tensor([5, 9, 7, 9, 2, 9, 8])
+    assert key_position(ids, answer_at=6, key=9, after=-1) == 5  # the last one before the answer
+    assert key_position(ids, answer_at=4, key=9, after=-1) == 3
+    assert key_position(ids, answer_at=6, key=9, after=5) is None  # only this turn's question counts
 
 
 def test_answer_positions_mark_the_token_before_each_answer():
@@ -56,6 +74,11 @@ def test_probe_equals_eager_attention_and_the_loss_rewards_looking_at_the_object
     labels = torch.tensor([[-100, -100, -100, -100, 6]])  # the answer starts at 4: predicted at 3
     looks = torch.zeros(1, 5, 5)
     looks[0, 3, 2] = 1.0  # position 3 looks only at the second visual token
-    on_target = lookup_loss(looks, ids, labels, [[torch.tensor([False, True])]], image_token, -100)
-    off_target = lookup_loss(looks, ids, labels, [[torch.tensor([True, False])]], image_token, -100)
+    on_target = lookup_loss(looks, ids, labels, [[(torch.tensor([False, True]), None)]], image_token, -100)
+    off_target = lookup_loss(looks, ids, labels, [[(torch.tensor([True, False]), None)]], image_token, -100)
     assert on_target < 1e-4 < off_target
+    looks[0, 3, 2], looks[0, 4, 1] = 0.0, 1.0  # now the key token 6 (at position 4) looks at the first
+    labels = torch.tensor([[-100, -100, -100, -100, -100, 6]])
+    ids = torch.tensor([[1, image_token, image_token, 5, 6, 6]])
+    from_key = lookup_loss(looks, ids, labels, [[(torch.tensor([True, False]), 6)]], image_token, -100)
+    assert from_key < 1e-4

@@ -76,11 +76,11 @@ class T2IScore:
         return {**asdict(self), "setting": str(self.setting)}
 
 
-def load_toy_engine(model_dir: Path | str = TOY_SD_DIR) -> DenoiserEngine:
+def load_toy_engine(model_dir: Path | str = TOY_SD_DIR, **options: Any) -> DenoiserEngine:
     """``DenoiserEngine.from_pretrained`` on the shipped (or another) toy checkpoint."""
     from denoisers import DenoiserEngine
 
-    return DenoiserEngine.from_pretrained(model_dir)
+    return DenoiserEngine.from_pretrained(model_dir, **options)
 
 
 def sample_latents(

@@ -71,6 +71,21 @@ def answer_objects(scene: world.Scene, qa: world.QA) -> list[world.Obj] | None:
     return None  # exists-"no" (nothing to look at), describe (everything, in order)
 
 
+def key_word(qa: world.QA) -> str | None:
+    """The question's word that names what to look up ("circle" in "what colour is the circle?")."""
+    words = qa.question.lower().rstrip("?.").split()
+    if qa.qtype in ("colour", "position", "exists"):
+        return next(w for w in reversed(words) if w in world.SHAPES)
+    if qa.qtype == "shape":
+        return next(w for w in reversed(words) if w in world.POSITIONS)
+    return None
+
+
+def key_token(tokenizer, word: str) -> int:
+    """Id of the last token of `` word`` (e.g. "left" of " top-left"), as it appears in a question."""
+    return tokenizer(" " + word, add_special_tokens=False).input_ids[-1]
+
+
 def object_patches(objects: list[world.Obj]) -> torch.Tensor:
     """(64,) bool: the patches any of ``objects`` covers (the ``patch_labels`` threshold)."""
     covered = torch.zeros(patch_labels.GRID**2, dtype=torch.bool)
@@ -86,26 +101,38 @@ def answer_positions(labels: torch.Tensor, ignore: int) -> list[int]:
     return starts.nonzero().flatten().tolist()
 
 
+def key_position(ids: torch.Tensor, answer_at: int, key: int, after: int) -> int | None:
+    """Last position in ``(after, answer_at]`` of a (T,) id row holding token ``key``, or None."""
+    hits = (ids[after + 1 : answer_at + 1] == key).nonzero().flatten()
+    return after + 1 + int(hits[-1]) if len(hits) else None
+
+
 def lookup_loss(
     attention: torch.Tensor,
     ids: torch.Tensor,
     labels: torch.Tensor,
-    targets: list[list[torch.Tensor | None] | None],
+    targets: list[list[tuple[torch.Tensor, int | None] | None] | None],
     image_token_id: int,
     ignore: int,
 ) -> torch.Tensor:
-    """Mean ``-log`` attention mass on the answer's patches.
+    """Mean ``-log`` attention mass on the answer's patches, from the query positions.
 
-    attention: (B, T, T) one head's weights; ids, labels: (B, T); ``targets[b]``: per turn a (64,)
-    bool patch mask or None, or None for a whole sequence (e.g. its visual tokens were pruned).
+    attention: (B, T, T) one head's weights; ids, labels: (B, T). ``targets[b]``: per turn None or
+    (a (64,) bool patch mask, the key token id or None); None for a whole sequence (e.g. its visual
+    tokens were pruned). The query is the key token of the turn's question when one is given (and
+    it comes after the image), else the position that predicts the answer.
     """
     terms = []
-    for b, turn_masks in enumerate(targets):
-        if turn_masks is None:
+    for b, turns in enumerate(targets):
+        if turns is None:
             continue
         slots = (ids[b] == image_token_id).nonzero().flatten()  # (64,) visual token positions
-        for t, mask in zip(answer_positions(labels[b], ignore), turn_masks):
-            if mask is not None and mask.any():
-                mass = attention[b, t, slots[mask]].sum()
-                terms.append(-torch.log(mass + 1e-6))
+        previous_answer = -1
+        for t, target in zip(answer_positions(labels[b], ignore), turns):
+            if target is not None and target[0].any():
+                mask, key = target
+                query = t if key is None else key_position(ids[b], t, key, previous_answer)
+                if query is not None and query > slots[-1]:
+                    terms.append(-torch.log(attention[b, query, slots[mask]].sum() + 1e-6))
+            previous_answer = t
     return torch.stack(terms).mean() if terms else attention.new_zeros(())

@@ -34,7 +34,14 @@ from tqdm import tqdm
 
 from . import patch_labels, world
 from .clip import PREPROCESS_CFG, TOY_CLIP_DIR, pixels
-from .lookup_supervision import HeadAttentionProbe, answer_objects, lookup_loss, object_patches
+from .lookup_supervision import (
+    HeadAttentionProbe,
+    answer_objects,
+    key_token,
+    key_word,
+    lookup_loss,
+    object_patches,
+)
 from .train_clip import seed_everything
 from .vlm import (
     IGNORE,
@@ -141,12 +148,19 @@ class WordAlignment:
         return total
 
 
-def lookup_targets(scene: world.Scene, turns: list[world.QA]) -> list[torch.Tensor | None]:
-    """Per turn, the (64,) patch mask its answer is read from (``toy.lookup_supervision``) or None."""
+def lookup_targets(
+    scene: world.Scene, turns: list[world.QA], tokenizer, at_key_word: bool
+) -> list[tuple[torch.Tensor, int | None] | None]:
+    """Per turn, the (64,) patch mask its answer is read from and, ``at_key_word``, the token that
+    looks it up (``toy.lookup_supervision``); None where the answer has no object."""
     out = []
     for qa in turns:
         objects = answer_objects(scene, qa)
-        out.append(None if objects is None else object_patches(objects))
+        word = key_word(qa) if at_key_word else None
+        if objects is None or (at_key_word and word is None):
+            out.append(None)
+        else:
+            out.append((object_patches(objects), None if word is None else key_token(tokenizer, word)))
     return out
 
 
@@ -167,7 +181,7 @@ def choose_visual_tokens(
     return PRUNERS["cls_attention"](VisionFeatures(tokens, attention.detach()), k).tokens  # (K, D_v) spatial order
 
 
-LOOKUP_HEAD = 0  # the last layer's head whose attention ``--lookup-loss`` supervises
+LOOKUP_HEAD = 0  # the head whose attention ``--lookup-loss`` supervises
 
 # How often each question type is asked in training. "describe" answers are ~20 tokens where the
 # others are one word: at equal frequency they would carry most of the loss.
@@ -243,6 +257,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="weight of the per-patch colour/shape/cell/centre loss (needs --train-tower)")
     parser.add_argument("--lookup-loss", type=float, default=1.0,
                         help="weight of the attention supervision of the LM's lookups (toy.lookup_supervision)")
+    parser.add_argument("--lookup-at", choices=("key", "answer"), default="key",
+                        help="supervise the first layer at the question's key word, or the last at the answer")
     parser.add_argument("--word-loss", type=float, default=0.5,
                         help="weight of the projected-patch-names-its-object loss (WordAlignment)")
     parser.add_argument("--attention-loss", type=float, default=0.5,
@@ -266,7 +282,8 @@ def main(argv: list[str] | None = None) -> None:
     projector = ProjectorMLP(width, args.hidden)
     tower = OpenClipTower(visual, projector, PREPROCESS_CFG, model_id="toy-vlm", revision="training")
     lm = LlamaForCausalLM(llama_config(len(tokenizer), args.hidden, args.layers, args.heads))
-    probe = HeadAttentionProbe(lm.model.layers[-1].self_attn, LOOKUP_HEAD)
+    lookup_layer = 0 if args.lookup_at == "key" else -1
+    probe = HeadAttentionProbe(lm.model.layers[lookup_layer].self_attn, LOOKUP_HEAD)
 
     if args.train_tower:
         visual.requires_grad_(True)
@@ -306,7 +323,8 @@ def main(argv: list[str] | None = None) -> None:
             seqs.append(build_sequence(builder, tokenizer, [(qa.question, qa.answer) for qa in turns],
                                        kept.shape[0], image_first=rng.random() < 0.5))  # fmt: skip
             visual_rows.append(kept)
-            lookups.append(lookup_targets(scene, turns) if kept.shape[0] == batch_feats.shape[1] else None)
+            unpruned = kept.shape[0] == batch_feats.shape[1]
+            lookups.append(lookup_targets(scene, turns, tokenizer, args.lookup_at == "key") if unpruned else None)
         ids, labels, mask = collate(seqs, tokenizer.pad_token_id)
         answer_loss, _ = forward_loss(lm, projector, ids, labels, mask, torch.cat(visual_rows), image_token_id)
         lookup = torch.zeros(())
