@@ -38,3 +38,14 @@ def test_environment_defaults(monkeypatch, tmp_path):
     assert (config.profile, config.model_dir, config.cache.redis_url) == ("bench", tmp_path, "redis://example:6379/0")
     monkeypatch.delenv("REDIS_URL")
     assert TriptychConfig().cache.redis_url is None
+
+
+def test_default_profile_is_the_shipped_toy_models(monkeypatch):
+    from models.profiles import resolve_chat_model, resolve_image_model
+    from toy import CHECKPOINTS
+
+    monkeypatch.delenv("TRIPTYCH_PROFILE", raising=False)
+    config = TriptychConfig()
+    assert config.profile == "toy"
+    assert resolve_chat_model(config.profile, config.model_dir) == CHECKPOINTS / "toy-vlm"
+    assert resolve_image_model(config.profile, config.model_dir) == CHECKPOINTS / "toy-sd"

@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--rope-theta", type=float, default=10000.0)
     parser.add_argument("--max-turns", type=int, default=12, help="question/answer turns per image (1..N)")
     parser.add_argument("--pruned-fraction", type=float, default=0.3, help="sequences with pruned visual tokens")
     parser.add_argument("--train-tower", action="store_true", help="fine-tune the vision tower too (slower)")
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     width = clip_cfg["vision_cfg"]["width"]
     projector = ProjectorMLP(width, args.hidden)
     tower = OpenClipTower(visual, projector, PREPROCESS_CFG, model_id="toy-vlm", revision="training")
-    lm = LlamaForCausalLM(llama_config(len(tokenizer), args.hidden, args.layers, args.heads))
+    lm = LlamaForCausalLM(llama_config(len(tokenizer), args.hidden, args.layers, args.heads, args.rope_theta))
     lookup_layer = 0 if args.lookup_at == "key" else -1
     probe = HeadAttentionProbe(lm.model.layers[lookup_layer].self_attn, LOOKUP_HEAD)
 

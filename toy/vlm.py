@@ -54,7 +54,7 @@ def build_toy_tokenizer():
     return build_chat_tokenizer(corpus=tokenizer_corpus())
 
 
-def llama_config(vocab_size: int, hidden: int = 128, layers: int = 4, heads: int = 8):
+def llama_config(vocab_size: int, hidden: int = 128, layers: int = 4, heads: int = 8, rope_theta: float = 10000.0):
     from transformers import LlamaConfig
 
     return LlamaConfig(
@@ -64,6 +64,9 @@ def llama_config(vocab_size: int, hidden: int = 128, layers: int = 4, heads: int
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=heads,
+        # a large base leaves most rotary pairs nearly still over the ~300-token sequences, so a
+        # question word can match visual tokens by content whatever their distance
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
         max_position_embeddings=512,
         bos_token_id=1,
         eos_token_id=2,

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (("serve", cmd_serve, "serve HTTP :8000 and gRPC :9000 until Ctrl-C"),
                              ("demo", cmd_demo, "start, ask about a bundled image twice, stop")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--profile", help="model profile (env TRIPTYCH_PROFILE; default tiny)")
+        p.add_argument("--profile", help="model profile: toy (default; trained weights shipped in the repo), tiny, bench (env TRIPTYCH_PROFILE)")
         p.add_argument("--model-dir", type=Path, help="where models live (env TRIPTYCH_MODEL_DIR)")
         p.add_argument("--http-port", type=int)
         p.add_argument("--grpc-port", type=int)

@@ -99,7 +99,7 @@ class CacheOptions(_Frozen):
 class TriptychConfig(_Frozen):
     """Everything the application builder needs; defaults come from the environment."""
 
-    profile: str = Field(default_factory=lambda: os.environ.get("TRIPTYCH_PROFILE", "tiny"))
+    profile: str = Field(default_factory=lambda: os.environ.get("TRIPTYCH_PROFILE", "toy"))
     model_dir: Path = Field(
         default_factory=lambda: Path(os.environ.get("TRIPTYCH_MODEL_DIR", DEFAULT_MODEL_DIR))
     )

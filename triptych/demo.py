@@ -10,8 +10,8 @@ from triptych.config import TriptychConfig
 
 DEMO_IMAGE = Path(__file__).parent / "assets" / "demo.png"  # toy.world's scene below, rendered
 DEMO_QUESTIONS = (  # (question, expected answer): the first is asked twice to show the cache
-    ("describe the image.", "a large red circle at the top-left and a large blue square at the bottom-right"),
     ("what colour is the square?", "blue"),
+    ("what shape is at the top-left?", "circle"),
     ("how many shapes are there?", "two"),
 )
 DEMO_PROMPT = "a red circle"
