@@ -1,16 +1,21 @@
-"""Train the toy VLM on toy-world question/answer pairs: ``python -m toy.train_vlm``.
+"""Train the toy VLM on toy-world question/answer pairs: ``python -m toy.train_vlm`` (~21 min here).
 
-Vision tower = the trained toy CLIP's ``visual`` (``toy/checkpoints/toy-clip``), frozen: its patch
-tokens and [CLS] attention are computed once for a pool of training images. Trained: the MLP
-projector and a small Llama from scratch (hidden 128, 4 layers, the locally trained chat tokenizer).
+Vision tower = the trained toy CLIP's ``visual`` (``toy/checkpoints/toy-clip``), fine-tuned; trained
+from scratch: the MLP projector and a small Llama (hidden 128, 4 layers, 8 heads, the locally
+trained chat tokenizer).
 
-Each training sequence is a chat about one image with 1-4 question/answer turns (question types
-balanced); the first turn is exactly a serving prompt (``ChatPromptBuilder``: chat template,
-``<image>`` expanded to K visual tokens, image before or after the question), later turns reuse the
-image so its tokens are paid once. Loss only on answer tokens. Pruning robustness: half of the
-sequences keep only K < 64 visual tokens (K uniform in 6..63), chosen like serving chooses them (the
-registered ``cls_attention`` pruner: top-K [CLS] attention, spatial order) or, for K >= 40, a random
-subset in spatial order, so pruned inputs are in-distribution.
+Each step renders fresh scenes (no image is seen twice). Each training sequence is a chat about one
+image with 1-12 question/answer turns (question types by ``QTYPE_WEIGHTS``); the first turn is
+exactly a serving prompt (``ChatPromptBuilder``: chat template, ``<image>`` expanded to K visual
+tokens, image before or after the question), later turns reuse the image so its tokens are paid
+once. Pruning robustness: 30% of the sequences keep only K < 64 visual tokens, chosen like serving
+chooses them (the registered ``cls_attention`` pruner) or a random subset in spatial order.
+
+Losses: the answer tokens' cross-entropy, plus training-only aids: per-patch colour / shape / cell /
+centre targets on the tower (``toy.patch_labels``), the [CLS] attention pulled towards the objects,
+projected patches scored against the LM's words for their object (``WordAlignment``) and one
+first-layer head supervised to look from the question's key word at the object it names
+(``toy.lookup_supervision``).
 
 Writes ``toy/checkpoints/toy-vlm/`` (``open_clip_llava`` format) and ``training.json`` with the
 held-out accuracies measured through the real loaders and engines.
@@ -242,8 +247,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--clip", type=Path, default=TOY_CLIP_DIR)
     parser.add_argument("--out", type=Path, default=TOY_VLM_DIR)
-    parser.add_argument("--steps", type=int, default=700)
-    parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=4500)
+    parser.add_argument("--batch-size", type=int, default=8, help="images per step (each with 1..--max-turns questions)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--single-fraction", type=float, default=0.1, help="plain one-object scenes")
     parser.add_argument("--hidden", type=int, default=128)
@@ -252,7 +257,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rope-theta", type=float, default=10000.0)
     parser.add_argument("--max-turns", type=int, default=12, help="question/answer turns per image (1..N)")
     parser.add_argument("--pruned-fraction", type=float, default=0.3, help="sequences with pruned visual tokens")
-    parser.add_argument("--train-tower", action="store_true", help="fine-tune the vision tower too (slower)")
+    parser.add_argument("--train-tower", action=argparse.BooleanOptionalAction, default=True,
+                        help="fine-tune the vision tower (with the per-patch and [CLS]-attention losses)")
     parser.add_argument("--tower-lr-scale", type=float, default=1.0)
     parser.add_argument("--patch-loss", type=float, default=1.0,
                         help="weight of the per-patch colour/shape/cell/centre loss (needs --train-tower)")
@@ -265,8 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--attention-loss", type=float, default=0.5,
                         help="weight of the [CLS]-attention-on-objects loss (needs --train-tower)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the LM is small, per-op overhead wins)")
+    parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-items", type=int, default=600, help="held-out items for the final evaluation")
     parser.add_argument("--val-items", type=int, default=240, help="validation items for --eval-every")
     args = parser.parse_args(argv)

@@ -5,9 +5,9 @@ Directory (written by ``python -m toy.train_vlm``, read unchanged by ``models.lo
 
     toy/checkpoints/toy-vlm/
         triptych_model.json          source open_clip_llava, the toy CLIP's open_clip config
-        vision_tower.safetensors     the toy CLIP's ``visual`` (frozen during VLM training)
+        vision_tower.safetensors     the toy CLIP's ``visual``, fine-tuned during VLM training
         projector.safetensors        mlp2x_gelu, 96 -> 128
-        language_model/              LlamaForCausalLM (hidden 128, 4 layers) + chat tokenizer
+        language_model/              LlamaForCausalLM (hidden 128, 4 layers, 8 heads) + chat tokenizer
 
 Training and serving build inputs the same way: ``ChatPromptBuilder`` renders the chat template and
 expands ``<image>`` to K visual tokens, and ``embed_inputs`` replaces those rows by the projected
