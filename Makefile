@@ -28,7 +28,8 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(RUN_ENV) $(PY) -m benchmarks.chat --threads 1
 	$(RUN_ENV) $(PY) -m benchmarks.text_to_image --threads 1
-	$(RUN_ENV) $(PY) -m benchmarks.efficiency --threads 1 --sections speed  # quality sections need the toy weights (issue 4)
+	$(RUN_ENV) $(PY) -m benchmarks.efficiency --threads 1
+	$(RUN_ENV) $(PY) -m benchmarks.quality --threads 1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -144,6 +144,7 @@ class ImageBench:
             guidance_scale=self.defaults.guidance_scale,
             seed=0,
             n=1,
+            cache_interval=1,  # samplers are compared without DeepCache; its grid is measured separately
         )
         self.cond = self.engine.encode_prompt(PROMPT)  # (T, D)
         self.uncond = self.engine.encode_prompt("", allow_empty=True)
@@ -290,6 +291,7 @@ class ImageBench:
                 guidance_scale=p.guidance_scale,
                 seed=seed + i,
                 n=1,
+                cache_interval=p.cache_interval,
             )
             start = time.perf_counter()
             events = list(client.generate_image(request))

@@ -44,7 +44,8 @@ def test_openai_stream_matches_non_stream_and_reports_usage(server, openai_clien
     assert usage is not None and not chunks[-1].choices
     assert usage.completion_tokens == full.usage.completion_tokens > 0
     assert usage.prompt_tokens == full.usage.prompt_tokens
-    assert full.usage.visual_tokens_in == full.usage.visual_tokens_kept > 0
+    # the server default prunes: cls_attention keeping half the visual tokens (ChatDefaults)
+    assert full.usage.visual_tokens_kept == -(-full.usage.visual_tokens_in // 2) > 0
     assert full.usage.total_tokens == full.usage.prompt_tokens + full.usage.completion_tokens
     assert {"prefill", "decode"} <= set(full.usage.timings_ms)
     assert full.usage.cache_hit is False and usage.cache_hit is True  # second call: same image
@@ -218,7 +219,7 @@ def test_keep_ratio_one_equals_no_pruning(server, openai_client):
 def test_another_ratio_for_a_cached_image_is_a_hit(server, grpc_client):
     image = image_bytes((5, 250, 5))
     before = images_encoded(server)
-    _, full = grpc_chat(grpc_client, "q", [image], max_tokens=2)
+    _, full = grpc_chat(grpc_client, "q", [image], max_tokens=2, pruning_method="none")
     _, pruned = grpc_chat(grpc_client, "q", [image], max_tokens=2, pruning_method="divprune",
                           visual_token_count=3)
     _, other = grpc_chat(grpc_client, "q", [image], max_tokens=2, pruning_method="visionzip",
