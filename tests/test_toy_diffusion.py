@@ -5,7 +5,6 @@ import io
 import json
 
 import pytest
-import torch
 
 from denoisers import DenoiserEngine, ImageParams
 from denoisers.samplers.base import MODEL_KEYS
@@ -13,14 +12,7 @@ from toy import world
 from toy.diffusion_eval import TOY_SD_DIR, SamplerSetting, evaluate, generate
 from toy.train_diffusion import SD_SCHEDULE
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small UNet: per-op overhead dominates, a second thread only spins on a shared 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small UNet: per-op overhead dominates
 
 
 @pytest.fixture(scope="module")
