@@ -28,7 +28,7 @@ N_TARGETS = 4  # colour, shape, cell, centre flag
 
 def patch_coverage(obj: world.Obj) -> np.ndarray:
     """(64,) fraction of each patch (row-major) that ``obj`` covers."""
-    pixels = world._coverage(obj)  # (64, 64) per-pixel coverage
+    pixels = world.coverage(obj)  # (64, 64) per-pixel coverage
     return pixels.reshape(GRID, PATCH, GRID, PATCH).mean(axis=(1, 3)).reshape(-1)  # (64,)
 
 

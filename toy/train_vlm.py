@@ -60,8 +60,8 @@ from .vlm import (
 )
 
 
-def load_frozen_visual(clip_dir: Path):
-    """The toy CLIP's visual tower built the way ``open_clip_llava`` builds it (output_tokens=True)."""
+def load_clip_visual(clip_dir: Path):
+    """The toy CLIP's visual tower built the way ``open_clip_llava`` builds it (output_tokens=True), frozen."""
     from models.sources import open_clip_llava as src
 
     model_cfg = json.loads((clip_dir / "open_clip_config.json").read_text())["model_cfg"]
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     builder = ChatPromptBuilder(tokenizer, "<image>", image_token_id)
 
-    visual, clip_cfg = load_frozen_visual(args.clip)  # frozen unless --train-tower
+    visual, clip_cfg = load_clip_visual(args.clip)  # gradients switched on below with --train-tower
     width = clip_cfg["vision_cfg"]["width"]
     projector = ProjectorMLP(width, args.hidden)
     tower = OpenClipTower(visual, projector, PREPROCESS_CFG, model_id="toy-vlm", revision="training")

@@ -265,7 +265,7 @@ def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
 
 
-def _coverage(obj: Obj) -> np.ndarray:
+def coverage(obj: Obj) -> np.ndarray:
     """(64, 64) float32 in [0, 1]: fraction of each pixel the object covers (4x4 supersampled)."""
     n = IMAGE_SIZE * SUPERSAMPLE
     coords = (np.arange(n, dtype=np.float64) + 0.5) / SUPERSAMPLE  # sub-pixel centres in pixel units
@@ -285,7 +285,7 @@ def render_array(scene: Scene) -> np.ndarray:
         )  # grey noise, same on all channels: stays neutral
         img += noise.astype(np.float32)
     for obj in scene.objects:
-        a = _coverage(obj)[..., None]  # (64, 64, 1)
+        a = coverage(obj)[..., None]  # (64, 64, 1)
         img = img * (1.0 - a) + np.asarray(PALETTE[obj.colour], dtype=np.float32) * a
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
