@@ -8,7 +8,7 @@ alike; tables quote medians over the rounds.
 
 Paths (each one request at a time, same prompt ids, same threads per engine):
 
-- ``serve_miss`` / ``serve_hit``: through Ray Serve with the gRPC client (``triptych.server.serving``,
+- ``serve_miss`` / ``serve_hit``: through Ray Serve with the gRPC client (``deployments.server.serving``,
   embedded Redis); a fresh image per miss round, one already-cached image for hits.
 - ``local_miss`` / ``local_hit``: the same ``ChatPipeline`` in this process over the engines
   (``pipelines.local_stages``), the same Redis, with the ingress's request validation: everything
@@ -206,9 +206,9 @@ class ChatBench:
             self.notes.append(f"no transformers baseline: source {self.source} is not a Llava checkpoint")
 
     def measure_with_serve(self) -> None:
-        from triptych.client import TriptychClient
+        from launcher.client import TriptychClient
         from triptych.config import DeploymentOptions, TriptychConfig
-        from triptych.server import serving
+        from deployments.server import serving
 
         config = TriptychConfig(
             profile=self.args.profile,

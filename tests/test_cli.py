@@ -3,7 +3,7 @@
 from PIL import Image
 
 from tests.serving import image_bytes
-from triptych.cli import main
+from launcher.cli import main
 
 
 def test_chat_streams_answer_with_usage(server, tmp_path, capsys):

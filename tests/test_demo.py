@@ -16,7 +16,7 @@ def test_demo_runs_end_to_end(tmp_path):
     env = {**os.environ, "TRIPTYCH_MODEL_DIR": str(tmp_path / "models"), "REDIS_URL": ""}
     env.pop("TRIPTYCH_PROFILE", None)
     done = subprocess.run(
-        [sys.executable, "-m", "triptych.cli", "demo", "--http-port", str(free_port()),
+        [sys.executable, "-m", "launcher.cli", "demo", "--http-port", str(free_port()),
          "--grpc-port", str(free_port())],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=400, check=False,
     )

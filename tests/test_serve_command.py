@@ -14,7 +14,7 @@ def test_serve_until_ctrl_c(tmp_path):
     http_port, grpc_port = free_port(), free_port()
     env = {**os.environ, "TRIPTYCH_MODEL_DIR": str(tmp_path / "models"), "REDIS_URL": ""}
     process = subprocess.Popen(
-        [sys.executable, "-m", "triptych.cli", "serve", "--profile", "tiny", "--http-port", str(http_port),
+        [sys.executable, "-m", "launcher.cli", "serve", "--profile", "tiny", "--http-port", str(http_port),
          "--grpc-port", str(grpc_port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

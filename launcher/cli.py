@@ -19,7 +19,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from triptych.server import serving
+    from deployments.server import serving
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -36,7 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from triptych.demo import run_demo
+    from launcher.demo import run_demo
 
     return run_demo(_config(args))
 
@@ -44,7 +44,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     import grpc
 
-    from triptych.client import TriptychClient
+    from launcher.client import TriptychClient
 
     images = [Path(p).read_bytes() for p in args.image]
     options = {k: v for k, v in (("max_tokens", args.max_tokens), ("temperature", args.temperature),
@@ -70,7 +70,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import grpc
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from triptych.client import TriptychClient
+    from launcher.client import TriptychClient
     from triptych.v1 import triptych_pb2 as pb
 
     fields = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("seed", args.seed),
