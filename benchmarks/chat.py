@@ -206,9 +206,9 @@ class ChatBench:
             self.notes.append(f"no transformers baseline: source {self.source} is not a Llava checkpoint")
 
     def measure_with_serve(self) -> None:
+        from deployments.server import serving
         from launcher.client import TriptychClient
         from triptych.config import DeploymentOptions, TriptychConfig
-        from deployments.server import serving
 
         config = TriptychConfig(
             profile=self.args.profile,

@@ -220,9 +220,9 @@ class ImageBench:
     # -- Serve ---------------------------------------------------------------------------------------
 
     def measure_serve(self) -> None:
+        from deployments.server import serving
         from launcher.client import TriptychClient
         from triptych.config import DeploymentOptions, TriptychConfig
-        from deployments.server import serving
 
         config = TriptychConfig(
             profile=self.args.profile,

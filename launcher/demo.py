@@ -19,8 +19,8 @@ DEMO_OUTPUT = Path("out") / "demo-generated.png"
 
 
 def run_demo(config: TriptychConfig) -> int:
-    from launcher.client import TriptychClient
     from deployments.server import serving
+    from launcher.client import TriptychClient
 
     started = time.perf_counter()
     print(f"Starting Triptych (profile {config.profile}): embedded Redis, local Ray, Serve ...", flush=True)

@@ -6,10 +6,10 @@ import os
 import pytest
 from openai import OpenAI
 
+from deployments.server import serving
 from launcher.client import TriptychClient
 from triptych.config import DeploymentOptions, TriptychConfig
 from triptych.ports import free_port
-from deployments.server import serving
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -2,8 +2,8 @@
 
 from PIL import Image
 
-from tests.serving import image_bytes
 from launcher.cli import main
+from tests.serving import image_bytes
 
 
 def test_chat_streams_answer_with_usage(server, tmp_path, capsys):
