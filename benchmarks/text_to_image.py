@@ -122,9 +122,10 @@ class ImageBench:
     # -- loading ---------------------------------------------------------------------------------
 
     def load(self) -> None:
-        from denoisers import DenoiserEngine, ImageParams
+        from denoisers import DenoiserEngine
         from models.profiles import resolve_image_model
         from triptych.config import ImageDefaults
+        from triptych.types import ImageParams
 
         args = self.args
         log(

@@ -32,10 +32,11 @@ import torch
 from PIL import Image
 
 from triptych.errors import RequestError
+from triptych.types import ImageParams
 
 from .deep_cache import DeepCacheUNet, unsupported_reason
 from .loop import denoising_loop
-from .params import DEFAULT_MAX_SIZE, DEFAULT_MAX_STEPS, ImageParams, validate_image_params
+from .params import DEFAULT_MAX_SIZE, DEFAULT_MAX_STEPS, validate_image_params
 from .samplers import get_sampler
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""ImageParams: the per-request knobs of the denoiser stage, and their validation (named fields).
+"""Validation of ImageParams (``triptych.types``), the denoiser stage's per-request knobs (named fields).
 
 Validation lives here, not in the engine, so the ingress can reject a bad request at the edge
 without loading a model; ``DenoiserEngine.validate`` calls the same function with its own limits.
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import secrets
-from dataclasses import dataclass
 
 from triptych.errors import RequestError
+from triptych.types import ImageParams
 
 from .samplers import get_sampler
 
@@ -20,24 +20,6 @@ MIN_SIZE, DEFAULT_MAX_SIZE, SIZE_MULTIPLE = 8, 512, 8
 MAX_IMAGES = 8
 MAX_SEED = 2**63 - 1
 MAX_CACHE_INTERVAL = 10  # DeepCache: beyond ~5 the deep features are too stale (see README)
-
-
-@dataclass(frozen=True)
-class ImageParams:
-    """What to sample: ``n`` images of ``width`` x ``height`` pixels from seeds ``seed .. seed + n - 1``.
-
-    ``cache_interval`` is DeepCache's knob: the full U-Net runs every ``cache_interval`` steps and
-    the steps in between reuse its deep features (``denoisers.deep_cache``); 1 = no caching.
-    """
-
-    width: int
-    height: int
-    steps: int
-    sampler: str
-    guidance_scale: float
-    seed: int
-    n: int
-    cache_interval: int = 1
 
 
 def draw_seed() -> int:

@@ -20,9 +20,8 @@ import torch
 from ray import serve
 
 from denoisers.engine import DenoiseCancelled, DenoiseJob, DenoiserEngine
-from denoisers.params import ImageParams
 from triptych.config import BatchOptions
-from triptych.types import GeneratedImages, ImageProgress
+from triptych.types import GeneratedImages, ImageParams, ImageProgress
 
 
 @dataclass

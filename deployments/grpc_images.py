@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from denoisers.params import ImageParams, draw_seed
+from denoisers.params import draw_seed
 from pipelines.image_request import ImageRequest
 from triptych.config import ImageDefaults
-from triptych.types import ImageProgress, ImageResult
+from triptych.types import ImageParams, ImageProgress, ImageResult
 from triptych.v1 import triptych_pb2 as pb
 
 

@@ -9,8 +9,7 @@ from ray import serve
 
 from decoders.engine import LLMEngine
 from models import load_language_model
-from pipelines.stages import DecoderInfo
-from triptych.types import SamplingParams, TextDelta
+from triptych.types import DecoderInfo, SamplingParams, TextDelta
 
 
 @serve.deployment

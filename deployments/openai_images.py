@@ -6,12 +6,12 @@ import base64
 import time
 from typing import Any
 
-from denoisers.params import ImageParams, draw_seed
+from denoisers.params import draw_seed
 from deployments.json_fields import number_field, string_field
 from pipelines.image_request import ImageRequest
 from triptych.config import ImageDefaults
 from triptych.errors import RequestError
-from triptych.types import ImageResult
+from triptych.types import ImageParams, ImageResult
 
 
 def parse_image_body(body: Any, defaults: ImageDefaults) -> ImageRequest:

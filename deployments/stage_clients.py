@@ -8,9 +8,17 @@ from collections.abc import AsyncIterator, Sequence
 import torch
 from ray.serve.handle import DeploymentHandle
 
-from denoisers.params import ImageParams
-from pipelines.stages import DecoderInfo, TextEncoderInfo, VisionInfo
-from triptych.types import GeneratedImages, ImageProgress, SamplingParams, TextDelta, VisionFeatures
+from triptych.types import (
+    DecoderInfo,
+    GeneratedImages,
+    ImageParams,
+    ImageProgress,
+    SamplingParams,
+    TextDelta,
+    TextEncoderInfo,
+    VisionFeatures,
+    VisionInfo,
+)
 
 
 class _Memo:

@@ -8,7 +8,7 @@ import torch
 from ray import serve
 
 from denoisers.engine import DenoiserEngine
-from pipelines.stages import TextEncoderInfo
+from triptych.types import TextEncoderInfo
 
 
 @serve.deployment

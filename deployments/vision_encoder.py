@@ -9,8 +9,8 @@ from ray import serve
 from encoders.engine import VisionEncoderEngine
 from encoders.image_io import load_image
 from models import load_vision_tower
-from pipelines.stages import VisionInfo
 from triptych.config import BatchOptions, Limits
+from triptych.types import VisionInfo
 
 
 @serve.deployment

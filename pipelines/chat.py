@@ -16,10 +16,10 @@ from decoders.context import check_fits
 from encoders.pruning import get_pruner, keep_count
 from pipelines.cached import cached_stage_call
 from pipelines.chat_request import ChatRequest
-from pipelines.stages import DecoderStage, VisionInfo, VisionStage
+from pipelines.stages import DecoderStage, VisionStage
 from pipelines.timing import StageTimings
 from triptych.errors import RequestError
-from triptych.types import ChatUsage, TextDelta, VisionFeatures
+from triptych.types import ChatUsage, TextDelta, VisionFeatures, VisionInfo
 
 VISION_CACHE_STAGE = "vision"
 

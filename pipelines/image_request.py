@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from denoisers.params import ImageParams, validate_image_params
+from denoisers.params import validate_image_params
 from triptych.errors import RequestError
+from triptych.types import ImageParams
 
 
 @dataclass(frozen=True)

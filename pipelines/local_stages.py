@@ -18,9 +18,8 @@ import torch
 from decoders.engine import LLMEngine
 from encoders.engine import VisionEncoderEngine
 from encoders.image_io import load_image
-from pipelines.stages import DecoderInfo, VisionInfo
 from triptych.config import Limits
-from triptych.types import SamplingParams, TextDelta, VisionFeatures
+from triptych.types import DecoderInfo, SamplingParams, TextDelta, VisionFeatures, VisionInfo
 
 _DONE = object()
 

@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from denoisers.params import ImageParams
-from triptych.types import GeneratedImages, ImageProgress, SamplingParams, TextDelta, VisionFeatures
-
-
-@dataclass(frozen=True)
-class VisionInfo:
-    """Static facts about the vision stage, used for cache keys and token budgets."""
-
-    model_id: str
-    revision: str
-    preprocess: dict
-    num_visual_tokens: int
-
-    @classmethod
-    def from_fingerprint(cls, fingerprint: dict, num_visual_tokens: int) -> VisionInfo:
-        """Split an encoder fingerprint into model id, revision and the preprocessing config."""
-        rest = dict(fingerprint)
-        return cls(str(rest.pop("model_id")), str(rest.pop("revision")), rest, num_visual_tokens)
-
-
-@dataclass(frozen=True)
-class DecoderInfo:
-    model_id: str
-    context_length: int
+from triptych.types import (
+    DecoderInfo,
+    GeneratedImages,
+    ImageParams,
+    ImageProgress,
+    SamplingParams,
+    TextDelta,
+    TextEncoderInfo,
+    VisionFeatures,
+    VisionInfo,
+)
 
 
 class VisionStage(Protocol):
@@ -46,13 +32,6 @@ class DecoderStage(Protocol):
     def generate(
         self, prompt_ids: list[int], image_embeds: Sequence[torch.Tensor], params: SamplingParams
     ) -> AsyncIterator[TextDelta]: ...
-
-
-@dataclass(frozen=True)
-class TextEncoderInfo:
-    model_id: str
-    revision: str
-    tokenizer_id: str
 
 
 class TextEncoderStage(Protocol):

@@ -14,9 +14,9 @@ import torch
 from cache import EmbeddingCache, cache_key, text_payload
 from pipelines.cached import cached_stage_call
 from pipelines.image_request import ImageRequest
-from pipelines.stages import DenoiserStage, TextEncoderInfo, TextEncoderStage
+from pipelines.stages import DenoiserStage, TextEncoderStage
 from pipelines.timing import StageTimings
-from triptych.types import GeneratedImages, ImageProgress, ImageResult
+from triptych.types import GeneratedImages, ImageProgress, ImageResult, TextEncoderInfo
 
 TEXT_CACHE_STAGE = "text"
 

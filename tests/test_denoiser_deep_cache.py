@@ -8,11 +8,12 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from denoisers import DenoiseCancelled, DenoiseJob, ImageParams
+from denoisers import DenoiseCancelled, DenoiseJob
 from denoisers.deep_cache import DeepCacheUNet, cache_schedule, full_forward, shallow_forward
 from denoisers.params import MAX_CACHE_INTERVAL
 from denoisers.samplers import make_scheduler
 from triptych.errors import RequestError
+from triptych.types import ImageParams
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from denoisers import DenoiseCancelled, DenoiseJob, DenoiserEngine, ImageParams, validate_image_params
+from denoisers import DenoiseCancelled, DenoiseJob, DenoiserEngine, validate_image_params
 from denoisers.samplers import make_scheduler
 from triptych.errors import RequestError
+from triptych.types import ImageParams
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,12 +7,13 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from denoisers import DenoiserEngine, ImageParams
+from denoisers import DenoiserEngine
 from denoisers.loop import denoising_loop
 from denoisers.samplers import SAMPLERS, get_sampler, make_scheduler
 from denoisers.samplers.base import MODEL_KEYS
 from models.tiny_diffusion import SD_SCHEDULER_CONFIG
 from triptych.errors import RequestError
+from triptych.types import ImageParams
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from denoisers import DenoiserEngine, ImageParams
+from denoisers import DenoiserEngine
 from denoisers.samplers.base import MODEL_KEYS
 from toy import world
 from toy.diffusion_eval import TOY_SD_DIR, SamplerSetting, evaluate, generate
 from toy.train_diffusion import SD_SCHEDULE
+from triptych.types import ImageParams
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small UNet: per-op overhead dominates
 

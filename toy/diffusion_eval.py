@@ -48,7 +48,7 @@ class SamplerSetting:
 
     def params(self, seed: int):
         """``ImageParams`` for one 64x64 image of this setting from ``seed``."""
-        from denoisers import ImageParams
+        from triptych.types import ImageParams
 
         return ImageParams(
             width=world.IMAGE_SIZE, height=world.IMAGE_SIZE, steps=self.steps, sampler=self.sampler,

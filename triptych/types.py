@@ -103,3 +103,55 @@ class ImageResult:
     seeds: tuple[int, ...]
     cache_hit: bool  # prompt and negative prompt embeddings both came from the cache
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VisionInfo:
+    """Static facts about the vision stage, used for cache keys and token budgets."""
+
+    model_id: str
+    revision: str
+    preprocess: dict
+    num_visual_tokens: int
+
+    @classmethod
+    def from_fingerprint(cls, fingerprint: dict, num_visual_tokens: int) -> VisionInfo:
+        """Split an encoder fingerprint into model id, revision and the preprocessing config."""
+        rest = dict(fingerprint)
+        return cls(str(rest.pop("model_id")), str(rest.pop("revision")), rest, num_visual_tokens)
+
+
+@dataclass(frozen=True)
+class DecoderInfo:
+    """Static facts about the decoder stage: its model id and how many tokens fit in its context."""
+
+    model_id: str
+    context_length: int
+
+
+@dataclass(frozen=True)
+class TextEncoderInfo:
+    """Static facts about the text-encoder stage, used for prompt-embedding cache keys."""
+
+    model_id: str
+    revision: str
+    tokenizer_id: str
+
+
+@dataclass(frozen=True)
+class ImageParams:
+    """What to sample: ``n`` images of ``width`` x ``height`` pixels from seeds ``seed .. seed + n - 1``.
+
+    ``cache_interval`` is DeepCache's knob: the full U-Net runs every ``cache_interval`` steps and
+    the steps in between reuse its deep features (``denoisers.deep_cache``); 1 = no caching.
+    Validation (named fields, limits) is ``denoisers.params.validate_image_params``.
+    """
+
+    width: int
+    height: int
+    steps: int
+    sampler: str
+    guidance_scale: float
+    seed: int
+    n: int
+    cache_interval: int = 1
