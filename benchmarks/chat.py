@@ -2,7 +2,12 @@
 
 One run, one machine, the ``bench`` profile (576 visual tokens per image; ``--quick``: ``tiny``).
 The request is one user turn, an image plus "Describe the picture.", greedy, ``max_tokens`` fixed
-(the bench checkpoint never emits EOS, so every path generates the same number of tokens). After
+(the bench checkpoint never emits EOS, so every path generates the same number of tokens). Every
+path runs the same visual tokens: ``--pruning`` (default ``none``: all of them, like the
+``transformers`` baseline) at ``--keep-ratio``; the Serve requests send both explicitly, so the
+server's default pruning never leaks into a comparison, and each path's reported
+``visual_tokens_kept`` is checked (a mismatch becomes a note). With pruning on, the baseline (which
+cannot prune) is left out and the engine path gets the pruned features. After
 one warm-up round, each round runs every path once, so a noisy shared machine slows all paths
 alike; tables quote medians over the rounds.
 
@@ -13,7 +18,8 @@ Paths (each one request at a time, same prompt ids, same threads per engine):
 - ``local_miss`` / ``local_hit``: the same ``ChatPipeline`` in this process over the engines
   (``pipelines.local_stages``), the same Redis, with the ingress's request validation: everything
   Serve runs, minus Serve (proxy, gRPC, handles, replica hops, serialisation).
-- ``engine``: ``LLMEngine.generate`` alone, the image's features already in hand (no cache, no pipeline).
+- ``engine``: ``LLMEngine.generate`` alone, the image's (pruned) features already in hand (no cache,
+  no pipeline).
 - ``transformers``: what a user would otherwise write: ``LlavaProcessor`` on the decoded image, then
   ``LlavaForConditionalGeneration.generate`` with a streamer (no cache: every request encodes).
 
@@ -46,6 +52,7 @@ from benchmarks.chat_paths import (
     QUESTION,
     Run,
     TransformersBaseline,
+    Workload,
     chat_request,
     encoder_rate,
     engine_once,
@@ -118,6 +125,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-tokens", type=int, default=None, help="tokens per request (default 32; quick 8)"
     )
+    parser.add_argument("--pruning", default="none",
+                        help="pruning_method on every path (default none: all visual tokens, like transformers)")
+    parser.add_argument("--keep-ratio", type=float, default=1.0,
+                        help="visual_token_keep_ratio on every path (default 1.0)")
     args = parser.parse_args(argv)
     resolve_common_arguments(args, parser, 5)
     args.max_tokens = args.max_tokens or (8 if args.quick else 32)
@@ -125,6 +136,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.model = "tiny-hf-llava"  # the transformers baseline needs a Llava checkpoint
     if args.max_tokens < 2:
         parser.error("--max-tokens must be >= 2")
+    if not 0.0 < args.keep_ratio <= 1.0:
+        parser.error("--keep-ratio must be in (0, 1]")
+    from encoders.pruning import PRUNERS
+
+    if args.pruning not in PRUNERS:
+        parser.error(f"--pruning must be one of {', '.join(sorted(PRUNERS))}")
+    args.workload = Workload(args.max_tokens, args.pruning, args.keep_ratio)
     return args
 
 
@@ -166,6 +184,7 @@ class ChatBench:
         from decoders.engine import LLMEngine
         from encoders.engine import VisionEncoderEngine
         from encoders.image_io import load_image
+        from encoders.pruning import get_pruner, keep_count
         from models.profiles import resolve_chat_model
         from triptych.config import Limits
         from triptych.types import SamplingParams
@@ -178,12 +197,16 @@ class ChatBench:
         log("loading the in-process engines")
         self.vision = VisionEncoderEngine(models.load_vision_tower(self.model_path))
         self.llm = LLMEngine(models.load_language_model(self.model_path))
+        workload = args.workload
         self.params = SamplingParams(max_tokens=args.max_tokens, temperature=0.0)
         self.hit_image = photo_bytes(0)
-        request = chat_request(self.hit_image, args.max_tokens)
-        self.prompt_ids = self.llm.prompt_builder.build(request.messages, [self.vision.num_visual_tokens])
+        request = chat_request(self.hit_image, workload)
+        tokens_in = self.vision.num_visual_tokens
+        self.visual_kept = tokens_in if workload.pruning_method == "none" else keep_count(tokens_in, workload.keep_ratio)
+        self.prompt_ids = self.llm.prompt_builder.build(request.messages, [self.visual_kept])
         pil = load_image(self.hit_image, "image", self.limits.max_image_pixels, self.limits.max_image_bytes)
-        self.hit_tokens = self.vision.encode([pil])[0].tokens  # (N, D): the "features given" path
+        features = self.vision.encode([pil])[0]
+        self.hit_tokens = get_pruner(workload.pruning_method)(features, self.visual_kept).tokens  # (K, D)
         self.encoder_images = [
             load_image(
                 photo_bytes(3000 + j), "image", self.limits.max_image_pixels, self.limits.max_image_bytes
@@ -191,7 +214,9 @@ class ChatBench:
             for j in range(ENCODER_IMAGES)
         ]
         self.baseline = None
-        if self.source == "hf_llava":
+        if workload.pruning_method != "none":
+            self.notes.append(f"no transformers baseline: it cannot prune ({workload.describe()})")
+        elif self.source == "hf_llava":
             log("loading the transformers baseline")
             prompt_text = self.llm.tokenizer.apply_chat_template(
                 [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}],
@@ -233,20 +258,20 @@ class ChatBench:
         cache = EmbeddingCache(redis_url)
         pipeline = ChatPipeline(LocalVisionStage(self.vision, self.limits), LocalDecoderStage(self.llm),
                                 cache, self.llm.prompt_builder)  # fmt: skip
-        max_tokens = self.args.max_tokens
-        hit_request = chat_request(self.hit_image, max_tokens)
+        workload = self.args.workload
+        hit_request = chat_request(self.hit_image, workload)
         with asyncio.Runner() as runner:  # one loop for every in-process request, like a replica
             steps: dict[str, Callable[[int], Run]] = {}
             if serve_client is not None:
-                steps["serve_miss"] = lambda i: serve_once(serve_client, photo_bytes(1000 + i), max_tokens)
-                steps["serve_hit"] = lambda i: serve_once(serve_client, self.hit_image, max_tokens)
+                steps["serve_miss"] = lambda i: serve_once(serve_client, photo_bytes(1000 + i), workload)
+                steps["serve_hit"] = lambda i: serve_once(serve_client, self.hit_image, workload)
             steps["local_miss"] = lambda i: runner.run(
-                pipeline_once(pipeline, chat_request(photo_bytes(2000 + i), max_tokens), self.limits)
+                pipeline_once(pipeline, chat_request(photo_bytes(2000 + i), workload), self.limits)
             )
             steps["local_hit"] = lambda i: runner.run(pipeline_once(pipeline, hit_request, self.limits))
             steps["engine"] = lambda i: engine_once(self.llm, self.prompt_ids, self.hit_tokens, self.params)
             if self.baseline is not None:
-                steps["transformers"] = lambda i: self.baseline.once(photo_bytes(4000 + i), max_tokens)
+                steps["transformers"] = lambda i: self.baseline.once(photo_bytes(4000 + i), workload.max_tokens)
             self.paths = {name: PathStats() for name in steps}
 
             rounds = self.args.repeats + 1  # round 0 warms up (and fills the cache for the hit image)
@@ -259,6 +284,9 @@ class ChatBench:
                     expected_hit = name.endswith("_hit") if name.startswith(("serve", "local")) else None
                     if expected_hit is not None and run.cache_hit != expected_hit and round_ > 0:
                         self.notes.append(f"{name} round {round_}: cache_hit={run.cache_hit}")
+                    if run.visual_tokens_kept != self.visual_kept:
+                        self.notes.append(f"{name} round {round_}: ran {run.visual_tokens_kept} visual tokens, "
+                                          f"not the workload's {self.visual_kept}")
                     if round_ > 0:
                         self.paths[name].add(run)
                 for batch in self.encoder:
@@ -292,6 +320,10 @@ class ChatBench:
                 "serve_replica_omp_threads": self.serve_threads,
                 "prompt_tokens": len(self.prompt_ids),
                 "visual_tokens": self.vision.num_visual_tokens,
+                "pruning_method": self.args.workload.pruning_method,
+                "visual_token_keep_ratio": self.args.workload.keep_ratio,
+                "visual_tokens_kept": self.visual_kept,
+                "workload": self.args.workload.describe(),
                 "question": QUESTION,
             },
             "paths": paths,
@@ -379,7 +411,8 @@ def render(result: dict[str, Any]) -> str:
         + f"; load average {m['load_average_before']} "
         f"before, {m['load_average_after']} after.",
         f'Request: 1 image + "{s["question"]}" = {s["prompt_tokens"]} prompt tokens '
-        f"({s['visual_tokens']} visual), greedy, max_tokens {s['max_tokens']}; {s['threads_per_engine']} torch "
+        f"({s['visual_tokens_kept']} of {s['visual_tokens']} visual tokens: {s['workload']}, the same on every path), "
+        f"greedy, max_tokens {s['max_tokens']}; {s['threads_per_engine']} torch "
         f"threads per engine"
         + (
             f" (Serve replicas: OMP_NUM_THREADS={s['serve_replica_omp_threads']})"

@@ -5,6 +5,9 @@ whose text is non-empty, by the same incremental detokenizer Triptych streams wi
 request start -> end of stream; decode tok/s = (completion tokens - 1) / (total - TTFT); outside
 stages = TTFT or total minus the stage timings the path reports (``timings_ms``: encode, cache,
 prune, prefill, decode), i.e. the time not spent computing in a stage.
+
+Every path runs the same ``Workload``: the same question, token budget and pruning settings (the
+Serve paths send them explicitly, so the server's defaults never change what is measured).
 """
 
 from __future__ import annotations
@@ -20,6 +23,20 @@ FIRST_TOKEN_STAGES = ("encode", "cache", "prune", "prefill")  # timings_ms entri
 
 
 @dataclass(frozen=True)
+class Workload:
+    """What every path of one benchmark run does: greedy, ``max_tokens`` new tokens, this pruning."""
+
+    max_tokens: int
+    pruning_method: str = "none"
+    keep_ratio: float = 1.0
+
+    def describe(self) -> str:
+        if self.pruning_method == "none":
+            return "pruning `none` (every visual token)"
+        return f"pruning `{self.pruning_method}` at keep ratio {self.keep_ratio:g}"
+
+
+@dataclass(frozen=True)
 class Run:
     """One request as the caller saw it."""
 
@@ -28,6 +45,7 @@ class Run:
     tokens: int
     stages_ms: dict[str, float] = field(default_factory=dict)  # the server's own timings_ms, if any
     cache_hit: bool | None = None
+    visual_tokens_kept: int | None = None  # as the path reported it (usage), if it reports one
 
     @property
     def decode_tok_s(self) -> float:
@@ -59,15 +77,15 @@ def photo_bytes(seed: int, size: tuple[int, int] = (640, 480)) -> bytes:
     return buffer.getvalue()
 
 
-def chat_request(image: bytes, max_tokens: int):
+def chat_request(image: bytes, workload: Workload):
     from pipelines.chat_request import ChatRequest
     from triptych.types import ChatMessage, ImagePart, SamplingParams, TextPart
 
     return ChatRequest(
         messages=(ChatMessage("user", (ImagePart(image), TextPart(QUESTION))),),
-        sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0),
-        pruning_method="none",
-        visual_token_keep_ratio=1.0,
+        sampling=SamplingParams(max_tokens=workload.max_tokens, temperature=0.0),
+        pruning_method=workload.pruning_method,
+        visual_token_keep_ratio=workload.keep_ratio,
     )
 
 
@@ -79,15 +97,18 @@ def _elapsed(start: float, first: float | None, end: float) -> tuple[float, floa
     return (first if first is not None else end) - start, end - start
 
 
-def serve_once(client, image: bytes, max_tokens: int) -> Run:
+def serve_once(client, image: bytes, workload: Workload) -> Run:
     start, first, usage = time.perf_counter(), None, None
-    for message in client.chat(QUESTION, [image], max_tokens=max_tokens, temperature=0.0):
+    stream = client.chat(QUESTION, [image], max_tokens=workload.max_tokens, temperature=0.0,
+                         pruning_method=workload.pruning_method, visual_token_keep_ratio=workload.keep_ratio)
+    for message in stream:
         if message.delta and first is None:
             first = time.perf_counter()
         if message.HasField("usage"):
             usage = message.usage
     ttft, total = _elapsed(start, first, time.perf_counter())
-    return Run(ttft, total, usage.completion_tokens, dict(usage.timings_ms), usage.cache_hit)
+    return Run(ttft, total, usage.completion_tokens, dict(usage.timings_ms), usage.cache_hit,
+               usage.visual_tokens_kept)
 
 
 async def pipeline_once(pipeline, request, limits) -> Run:
@@ -103,17 +124,19 @@ async def pipeline_once(pipeline, request, limits) -> Run:
         elif event.text and first is None:
             first = time.perf_counter()
     ttft, total = _elapsed(start, first, time.perf_counter())
-    return Run(ttft, total, usage.completion_tokens, dict(usage.timings_ms), usage.cache_hit)
+    return Run(ttft, total, usage.completion_tokens, dict(usage.timings_ms), usage.cache_hit,
+               usage.visual_tokens_kept)
 
 
 def engine_once(engine, prompt_ids: list[int], tokens, params) -> Run:
+    """``LLMEngine.generate`` on features in hand: ``tokens`` (K, D) already pruned as the workload says."""
     start, first, last = time.perf_counter(), None, None
     for delta in engine.generate(prompt_ids, [tokens], params):
         if delta.text and first is None:
             first = time.perf_counter()
         last = delta
     ttft, total = _elapsed(start, first, time.perf_counter())
-    return Run(ttft, total, last.completion_tokens, dict(last.timings_ms))
+    return Run(ttft, total, last.completion_tokens, dict(last.timings_ms), visual_tokens_kept=tokens.shape[0])
 
 
 class TransformersBaseline:
@@ -150,7 +173,9 @@ class TransformersBaseline:
         ttft, total = _elapsed(start, streamer.first, time.perf_counter())
         new = out[0, inputs["input_ids"].shape[1] :].tolist()
         tokens = len(new) - (1 if new and new[-1] in self.eos_ids else 0)
-        return Run(ttft, total, tokens)
+        image_token_id = self.processor.tokenizer.convert_tokens_to_ids(self.processor.image_token)
+        visual = int((inputs["input_ids"] == image_token_id).sum())  # placeholders = visual tokens run
+        return Run(ttft, total, tokens, visual_tokens_kept=visual)
 
 
 class _FirstTextStreamer:
