@@ -64,6 +64,21 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class VisualInput:
+    """One image as the decoder stage receives it: where its features are and how to prune them.
+
+    The features travel by reference (``key`` into the embedding cache, read by the decoder replica)
+    when the ingress found them cached; ``features`` carries them only when they may not be there
+    (just encoded, cache disabled or down), since the cache is never the source of truth.
+    """
+
+    key: str  # embedding-cache key of the image's VisionFeatures
+    pruning_method: str  # a registered pruner name (encoders.pruning)
+    keep: int  # visual tokens kept, 1..N
+    features: VisionFeatures | None = None  # None: read them from the cache under `key`
+
+
+@dataclass(frozen=True)
 class ChatUsage:
     prompt_tokens: int
     completion_tokens: int
