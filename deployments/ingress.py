@@ -165,7 +165,7 @@ class TriptychIngress:
     async def chat_completions(self, raw: Request):
         try:
             body = _json_body(await raw.body())
-            request, stream, include_usage = parse_chat_body(body, self._config.chat)
+            request, stream, include_usage = parse_chat_body(body, self._config.chat, self._config.limits)
             self._check_model(body.get("model"), self._model_name)
             first, events = await self._start_chat(request)
         except (RequestError, BackPressureError) as exc:

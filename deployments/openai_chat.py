@@ -10,13 +10,15 @@ from typing import Any
 from deployments.json_fields import number_field, string_field
 from encoders.data_url import decode_image_url
 from pipelines.chat_request import ChatRequest
-from triptych.config import ChatDefaults
+from triptych.config import ChatDefaults, Limits
 from triptych.errors import RequestError
 from triptych.types import ChatMessage, ChatUsage, ImagePart, SamplingParams, TextPart
 
 
-def parse_chat_body(body: Any, defaults: ChatDefaults) -> tuple[ChatRequest, bool, bool]:
-    """Returns (request, stream, include_usage). Raises RequestError naming the bad field."""
+def parse_chat_body(body: Any, defaults: ChatDefaults, limits: Limits) -> tuple[ChatRequest, bool, bool]:
+    """Returns (request, stream, include_usage). Raises RequestError naming the bad field.
+
+    Data URLs over ``limits.max_image_bytes`` are rejected here, before their base64 is decoded."""
     if not isinstance(body, dict):
         raise RequestError("body", "must be a JSON object")
     messages = body.get("messages")
@@ -30,7 +32,7 @@ def parse_chat_body(body: Any, defaults: ChatDefaults) -> tuple[ChatRequest, boo
         seed=number_field(body.get("seed"), "seed", int, None),
     )
     request = ChatRequest(
-        messages=tuple(_message(m, f"messages[{i}]") for i, m in enumerate(messages)),
+        messages=tuple(_message(m, f"messages[{i}]", limits) for i, m in enumerate(messages)),
         sampling=sampling,
         pruning_method=string_field(body.get("pruning_method"), "pruning_method", defaults.pruning_method),
         visual_token_keep_ratio=number_field(
@@ -48,7 +50,7 @@ def parse_chat_body(body: Any, defaults: ChatDefaults) -> tuple[ChatRequest, boo
     return request, stream, bool(options.get("include_usage", False))
 
 
-def _message(raw: Any, field: str) -> ChatMessage:
+def _message(raw: Any, field: str, limits: Limits) -> ChatMessage:
     if not isinstance(raw, dict):
         raise RequestError(field, "must be an object with 'role' and 'content'")
     role = raw.get("role")
@@ -59,10 +61,10 @@ def _message(raw: Any, field: str) -> ChatMessage:
         return ChatMessage(role=role, parts=(TextPart(content),))
     if not isinstance(content, list):
         raise RequestError(f"{field}.content", "must be a string or a list of content parts")
-    return ChatMessage(role=role, parts=tuple(_part(p, f"{field}.content[{j}]") for j, p in enumerate(content)))
+    return ChatMessage(role=role, parts=tuple(_part(p, f"{field}.content[{j}]", limits) for j, p in enumerate(content)))
 
 
-def _part(raw: Any, field: str) -> TextPart | ImagePart:
+def _part(raw: Any, field: str, limits: Limits) -> TextPart | ImagePart:
     kind = raw.get("type") if isinstance(raw, dict) else None
     if kind == "text":
         return TextPart(string_field(raw.get("text"), f"{field}.text", None))
@@ -71,7 +73,7 @@ def _part(raw: Any, field: str) -> TextPart | ImagePart:
         url = image_url.get("url") if isinstance(image_url, dict) else image_url
         if not isinstance(url, str):
             raise RequestError(f"{field}.image_url.url", "must be a string (a data: URL)")
-        return ImagePart(decode_image_url(url, f"{field}.image_url.url"))
+        return ImagePart(decode_image_url(url, f"{field}.image_url.url", limits.max_image_bytes))
     raise RequestError(f"{field}.type", f"{kind!r} is not a supported content part; use 'text' or 'image_url'")
 
 

@@ -18,17 +18,12 @@ from triptych.errors import RequestError
 ALLOWED_FORMATS: dict[str, str] = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WEBP", "GIF": "GIF"}
 ALLOWED_TEXT = "PNG, JPEG, WEBP, GIF (first frame)"
 
-DEFAULT_MAX_PIXELS = 16_000_000 // 4
-DEFAULT_MAX_BYTES = 20 * 2**20
 
-
-def load_image(
-    data: bytes,
-    field: str,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-) -> Image.Image:
+def load_image(data: bytes, field: str, max_pixels: int, max_bytes: int) -> Image.Image:
     """Decode ``data`` (an image file's bytes) into a fully loaded RGB image.
+
+    ``max_pixels`` and ``max_bytes`` are the deployment's ``Limits.max_image_pixels`` and
+    ``Limits.max_image_bytes`` (``triptych.config``, the one place the limits are defined).
 
     Allowed formats: PNG, JPEG, WEBP, GIF (the first frame is used). Images with an alpha channel
     are composited onto white. Raises ``RequestError(field, ...)`` for: empty input, more than

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from decoders.sampling import check_sampling_params
 from encoders.image_io import load_image
 from encoders.pruning import get_pruner
 from triptych.config import Limits
@@ -11,7 +12,6 @@ from triptych.errors import RequestError
 from triptych.types import ChatMessage, ImagePart, SamplingParams, TextPart
 
 ROLES = ("system", "user", "assistant")
-MAX_TEMPERATURE = 2.0
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def validate_chat_request(request: ChatRequest, limits: Limits) -> None:
     has_text = any(isinstance(p, TextPart) and p.text.strip() for m in request.messages for p in m.parts)
     if not has_text and image_count == 0:
         raise RequestError("messages", "contain no text and no image")
-    _validate_sampling(request.sampling, limits)
+    check_sampling_params(request.sampling, max_tokens_limit=limits.max_tokens)
     get_pruner(request.pruning_method)
     if not 0.0 < request.visual_token_keep_ratio <= 1.0:
         raise RequestError(
@@ -64,11 +64,3 @@ def validate_chat_request(request: ChatRequest, limits: Limits) -> None:
     if request.visual_token_count is not None and request.visual_token_count < 1:
         raise RequestError("visual_token_count", f"{request.visual_token_count} must be >= 1")
 
-
-def _validate_sampling(sampling: SamplingParams, limits: Limits) -> None:
-    if not 1 <= sampling.max_tokens <= limits.max_tokens:
-        raise RequestError("max_tokens", f"{sampling.max_tokens} is outside 1..{limits.max_tokens}")
-    if not 0.0 <= sampling.temperature <= MAX_TEMPERATURE:
-        raise RequestError("temperature", f"{sampling.temperature} is outside 0..{MAX_TEMPERATURE}")
-    if not 0.0 < sampling.top_p <= 1.0:
-        raise RequestError("top_p", f"{sampling.top_p} is outside (0, 1]")

@@ -11,9 +11,19 @@ from PIL import Image, ImageFile
 
 from encoders.data_url import decode_image_url
 from encoders.image_io import load_image
+from triptych.config import Limits
 from triptych.errors import RequestError
 
 FIELD = "messages[0].content[1].image_url"
+LIMITS = Limits()  # the deployment defaults: the one place image limits are defined
+
+
+def load(data: bytes, max_pixels: int = LIMITS.max_image_pixels, max_bytes: int = LIMITS.max_image_bytes):
+    return load_image(data, FIELD, max_pixels, max_bytes)
+
+
+def decode(url: str, max_bytes: int = LIMITS.max_image_bytes) -> bytes:
+    return decode_image_url(url, FIELD, max_bytes)
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -40,7 +50,7 @@ def png_header_only(width: int, height: int) -> bytes:
 
 def rejects(data: bytes, *words: str, **kwargs) -> RequestError:
     with pytest.raises(RequestError) as info:
-        load_image(data, FIELD, **kwargs)
+        load(data, **kwargs)
     err = info.value
     assert err.field == FIELD
     for word in words:
@@ -50,34 +60,34 @@ def rejects(data: bytes, *words: str, **kwargs) -> RequestError:
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])
 def test_allowed_formats_decode_to_rgb(fmt):
-    image = load_image(encode(noise(), fmt), FIELD)
+    image = load(encode(noise(), fmt))
     assert image.mode == "RGB" and image.size == (64, 48)
 
 
 def test_png_pixels_roundtrip():
     original = noise()
-    assert np.array_equal(np.asarray(load_image(encode(original, "PNG"), FIELD)), np.asarray(original))
+    assert np.array_equal(np.asarray(load(encode(original, "PNG"))), np.asarray(original))
 
 
 def test_rgba_becomes_rgb_over_white():
     rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 255))
     rgba.putpixel((0, 0), (0, 0, 0, 0))  # fully transparent black
-    image = load_image(encode(rgba, "PNG"), FIELD)
+    image = load(encode(rgba, "PNG"))
     assert image.mode == "RGB"
     assert image.getpixel((0, 0)) == (255, 255, 255) and image.getpixel((1, 1)) == (255, 0, 0)
 
 
 def test_grayscale_and_palette_become_rgb():
-    assert load_image(encode(Image.new("L", (5, 5), 7), "PNG"), FIELD).getpixel((0, 0)) == (7, 7, 7)
+    assert load(encode(Image.new("L", (5, 5), 7), "PNG")).getpixel((0, 0)) == (7, 7, 7)
     palette = Image.new("RGB", (5, 5), (0, 0, 255)).convert("P")
-    assert load_image(encode(palette, "PNG"), FIELD).getpixel((2, 2)) == (0, 0, 255)
+    assert load(encode(palette, "PNG")).getpixel((2, 2)) == (0, 0, 255)
 
 
 def test_gif_uses_first_frame():
     frames = [Image.new("RGB", (8, 8), (255, 0, 0)), Image.new("RGB", (8, 8), (0, 0, 255))]
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
     assert Image.open(io.BytesIO(data)).n_frames == 2
-    image = load_image(data, FIELD)
+    image = load(data)
     assert image.mode == "RGB" and image.getpixel((3, 3)) == (255, 0, 0)
 
 
@@ -88,7 +98,7 @@ def test_empty():
 def test_too_many_bytes():
     data = encode(noise(), "PNG")
     rejects(data, "bytes", str(len(data) - 1), max_bytes=len(data) - 1)
-    assert load_image(data, FIELD, max_bytes=len(data)).size == (64, 48)
+    assert load(data, max_bytes=len(data)).size == (64, 48)
 
 
 def test_not_an_image():
@@ -154,7 +164,7 @@ def test_pillow_bomb_warning_as_error_is_mapped():
 def test_max_pixels_parameter():
     data = encode(noise((20, 20)), "PNG")
     rejects(data, "400 pixels", max_pixels=399)
-    assert load_image(data, FIELD, max_pixels=400).size == (20, 20)
+    assert load(data, max_pixels=400).size == (20, 20)
 
 
 def test_error_keeps_field_through_pickle():
@@ -174,7 +184,7 @@ def data_url(data: bytes, media_type: str = "image/png") -> str:
 
 def url_rejects(url, *words: str) -> RequestError:
     with pytest.raises(RequestError) as info:
-        decode_image_url(url, FIELD)
+        decode(url)
     assert info.value.field == FIELD
     for word in words:
         assert word.lower() in info.value.message.lower(), info.value.message
@@ -183,15 +193,15 @@ def url_rejects(url, *words: str) -> RequestError:
 
 def test_data_url_roundtrip_and_load():
     png = encode(noise(), "PNG")
-    assert decode_image_url(data_url(png), FIELD) == png
-    assert load_image(decode_image_url(data_url(png), FIELD), FIELD).size == (64, 48)
+    assert decode(data_url(png)) == png
+    assert load(decode(data_url(png))).size == (64, 48)
 
 
 def test_data_url_declared_type_is_not_trusted_but_must_be_image():
     png = encode(noise(), "PNG")
-    assert decode_image_url(data_url(png, "image/jpeg"), FIELD) == png  # load_image sniffs the real format
-    assert decode_image_url("DATA:IMAGE/PNG;BASE64," + base64.b64encode(png).decode(), FIELD) == png
-    assert decode_image_url(data_url(png, "image/png;name=a.png"), FIELD) == png
+    assert decode(data_url(png, "image/jpeg")) == png  # load_image sniffs the real format
+    assert decode("DATA:IMAGE/PNG;BASE64," + base64.b64encode(png).decode()) == png
+    assert decode(data_url(png, "image/png;name=a.png")) == png
     url_rejects(data_url(png, "text/plain"), "malformed")
 
 
@@ -224,10 +234,24 @@ def test_malformed_data_urls():
     url_rejects("data:image/png;base64,", "empty")
 
 
-def test_data_url_size_limit():
-    with pytest.raises(RequestError, match="at most 6 bytes"):
-        decode_image_url(data_url(b"0123456789"), FIELD, max_bytes=6)
-    assert decode_image_url(data_url(b"012345"), FIELD, max_bytes=6) == b"012345"
+@pytest.mark.parametrize("size", [6, 7, 8], ids=["no-pad", "pad-2", "pad-1"])
+def test_data_url_size_limit_is_exact_at_every_padding(size):
+    data = bytes(range(size))
+    assert decode(data_url(data), max_bytes=size) == data  # just inside
+    with pytest.raises(RequestError, match=f"is {size} bytes; at most {size - 1} bytes allowed"):
+        decode(data_url(data), max_bytes=size - 1)  # just outside
+
+
+def test_oversized_data_url_is_rejected_before_decoding(monkeypatch):
+    import encoders.data_url
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("the payload was decoded")
+
+    monkeypatch.setattr(encoders.data_url.base64, "b64decode", no_decode)
+    url = "data:image/png;base64," + "A" * 4_000_000  # 3,000,000 bytes once decoded
+    with pytest.raises(RequestError, match="is 3000000 bytes; at most 2999999 bytes allowed"):
+        decode(url, max_bytes=2_999_999)
 
 
 def test_edge_modules_do_not_import_torch():
