@@ -9,9 +9,11 @@ REDIS_URL (without it, remote replicas simply miss, since the cache fails open).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -25,6 +27,8 @@ from triptych.ports import free_port
 logger = logging.getLogger(__name__)
 
 _HOST = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_prctl = getattr(ctypes.CDLL(None), "prctl", None) if os.name == "posix" else None
 
 
 class EmbeddedRedisError(RuntimeError):
@@ -150,7 +154,10 @@ class EmbeddedRedis:
             "--loglevel", "warning",
         ]  # fmt: skip
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509  async-signal-safe: one prctl call
+            )
         self._proc, self._port, self._workdir = proc, port, workdir
         self._finalizer = weakref.finalize(self, _terminate, proc, workdir)
         deadline = time.monotonic() + self.startup_timeout_s
@@ -168,19 +175,6 @@ class EmbeddedRedis:
                     f"{_tail(log_path)}"
                 )
             time.sleep(0.02)
-
-
-def resolve_redis_url(env_url: str | None) -> tuple[str, EmbeddedRedis | None]:
-    """Pick the Redis the cache should use.
-
-    Returns ``(env_url, None)`` when `env_url` (normally ``os.environ.get("REDIS_URL")``) is set
-    and non-empty; otherwise starts an `EmbeddedRedis` and returns ``(its url, server)``. The caller
-    owns the server and must `stop()` it on shutdown.
-    """
-    if env_url and env_url.strip():
-        return env_url.strip(), None
-    server = EmbeddedRedis().start()
-    return server.url, server
 
 
 def _answers(port: int, pid: int) -> bool:
@@ -201,6 +195,14 @@ def _answers(port: int, pid: int) -> bool:
         return False
     reported = data.split(b"process_id:", 1)[1].split(b"\r\n", 1)[0]
     return reported.strip() == str(pid).encode()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGKILL it when its parent dies, so a killed owner (a Ray
+    replica stopped with SIGKILL) leaves no orphaned server behind. Only calls a C function resolved
+    in the parent beforehand (nothing that takes a lock); a no-op where prctl is missing."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _tail(path: Path, limit: int = 800) -> str:

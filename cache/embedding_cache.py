@@ -39,6 +39,7 @@ Tensors = dict[str, torch.Tensor]
 
 # Errors that mean "Redis is unreachable right now": trip the breaker and skip Redis for a while.
 _UNREACHABLE = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
+RESOLVE_TIMEOUT_S = 10.0  # how long a first lookup may wait for `resolve_url` (a replica starting up)
 _FAILED = object()  # sentinel: the Redis call did not happen or did not succeed
 
 
@@ -68,13 +69,16 @@ class _LoopState:
     """What is bound to one event loop: a Redis client and the in-flight single-flight tasks."""
 
     client: aioredis.Redis | None = None
-    inflight: dict[str, asyncio.Task] = field(default_factory=dict)
+    inflight: dict[tuple[str, str], asyncio.Task] = field(default_factory=dict)  # (kind, key) -> task
 
 
 class EmbeddingCache:
     """Named-tensor cache over Redis with TTL, fail-open errors and per-key single flight.
 
-    url:              ``redis://host:port/db``; None or "" disables caching (every lookup misses).
+    url:              ``redis://host:port/db``; None or "" disables caching (every lookup misses),
+                      unless `resolve_url` is given.
+    resolve_url:      an async callable that finds the URL on first use (e.g. asks the application's
+                      embedded Redis deployment where it listens); while it fails, lookups miss.
     ttl_s:            expiry of each stored value (SET ... EX ttl_s).
     socket_timeout_s: connect and read timeout; a whole Redis call is also capped at 4x this.
     retry_after_s:    how long to skip Redis after it was found unreachable.
@@ -89,6 +93,7 @@ class EmbeddingCache:
         ttl_s: int = 3600,
         socket_timeout_s: float = 0.25,
         retry_after_s: float = 1.0,
+        resolve_url: Callable[[], Awaitable[str]] | None = None,
     ):
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
@@ -100,6 +105,7 @@ class EmbeddingCache:
         self.ttl_s = int(ttl_s)
         self.socket_timeout_s = float(socket_timeout_s)
         self.retry_after_s = float(retry_after_s)
+        self._resolve_url = None if self.url is not None else resolve_url
         if self.url is not None:
             aioredis.ConnectionPool.from_url(self.url)  # parse only (no I/O): a bad URL fails here
         self._lock = threading.Lock()
@@ -111,15 +117,15 @@ class EmbeddingCache:
 
     @property
     def enabled(self) -> bool:
-        """False when the cache was built without a URL."""
-        return self.url is not None
+        """False when the cache was built without a URL or a way to find one."""
+        return self.url is not None or self._resolve_url is not None
 
     def __repr__(self) -> str:
         target = _redact(self.url) if self.url else "disabled"
         return f"EmbeddingCache({target}, ttl_s={self.ttl_s})"
 
     def __reduce__(self):  # picklable as its configuration; clients and counters start fresh
-        return (type(self), (self.url, self.ttl_s, self.socket_timeout_s, self.retry_after_s))
+        return (type(self), (self.url, self.ttl_s, self.socket_timeout_s, self.retry_after_s, self._resolve_url))
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
@@ -132,7 +138,7 @@ class EmbeddingCache:
         tensors = None
         if blob is not _FAILED and blob is not None:
             try:
-                tensors = decode_tensors(blob)
+                tensors = await asyncio.to_thread(decode_tensors, blob)  # a copy of the value: off the loop
             except CodecError as exc:
                 self._count("errors")
                 self._log.warning(
@@ -149,7 +155,7 @@ class EmbeddingCache:
         if not self.enabled:
             return
         try:
-            blob = encode_tensors(tensors)
+            blob = await asyncio.to_thread(encode_tensors, tensors)  # a copy of the value: off the loop
         except CodecError as exc:
             self._count("errors")
             self._log.warning("encode", "cache value for %r not stored: %s", key, exc)
@@ -167,16 +173,33 @@ class EmbeddingCache:
         exception from `compute` reaches every waiting caller. Cancelling one caller does not
         cancel the shared work, so the others (and the cache) still get the result.
         """
+        tensors, hit = await self._single_flight(("get", key), lambda: self._lookup_or_compute(key, compute))
+        return dict(tensors), hit
+
+    async def ensure(
+        self, key: str, compute: Callable[[], Awaitable[Tensors]]
+    ) -> tuple[Tensors | None, bool]:
+        """Make sure Redis holds `key` without reading its value back, for a caller that passes the
+        key on (another replica reads the value).
+
+        Returns ``(None, True)`` when Redis has the key (EXISTS), else ``(compute()'s result, False)``
+        after storing it (also when Redis is disabled or down: the caller then passes the tensors on).
+        Same single flight, counters and cancellation rules as `get_or_compute`.
+        """
+        tensors, hit = await self._single_flight(("ensure", key), lambda: self._exists_or_compute(key, compute))
+        return (None if tensors is None else dict(tensors)), hit
+
+    async def _single_flight(self, flight: tuple[str, str], work: Callable[[], Awaitable[Any]]) -> Any:
+        """`work()`'s result, shared with every concurrent caller of this loop asking for `flight`."""
         state = self._state()
-        task = state.inflight.get(key)
+        task = state.inflight.get(flight)
         if task is not None:
             self._count("coalesced")
         else:
-            task = asyncio.ensure_future(self._lookup_or_compute(key, compute))
-            state.inflight[key] = task
-            task.add_done_callback(functools.partial(_forget, state.inflight, key))
-        tensors, hit = await asyncio.shield(task)
-        return dict(tensors), hit
+            task = asyncio.ensure_future(work())
+            state.inflight[flight] = task
+            task.add_done_callback(functools.partial(_forget, state.inflight, flight))
+        return await asyncio.shield(task)
 
     async def close(self) -> None:
         """Close this event loop's Redis client. Later calls reconnect lazily; other loops are untouched."""
@@ -199,14 +222,27 @@ class EmbeddingCache:
         await self.put(key, tensors)
         return tensors, False
 
+    async def _exists_or_compute(
+        self, key: str, compute: Callable[[], Awaitable[Tensors]]
+    ) -> tuple[Tensors | None, bool]:
+        found = await self._call("EXISTS", lambda client: client.exists(key))
+        if found is not _FAILED and found:
+            self._count("hits")
+            return None, True
+        self._count("misses")
+        tensors = await compute()
+        await self.put(key, tensors)
+        return tensors, False
+
     async def _call(self, what: str, op: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
         """Run one Redis command, or return _FAILED when disabled, skipped while down, or failed."""
         if not self.enabled or time.monotonic() < self._down_until:
             return _FAILED
-        client = self._client()
+        if self.url is None and not await self._found_url(what):
+            return _FAILED
         try:
             async with asyncio.timeout(4 * self.socket_timeout_s):
-                result = await op(client)
+                result = await op(self._client())
         except _UNREACHABLE as exc:
             self._count("errors")
             self._mark_down(what, exc)
@@ -219,6 +255,17 @@ class EmbeddingCache:
             return _FAILED
         self._mark_up()
         return result
+
+    async def _found_url(self, what: str) -> bool:
+        """Ask `resolve_url` for the URL (first use only); a failure counts and trips the breaker."""
+        try:
+            async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+                self.url = await self._resolve_url()
+        except Exception as exc:  # noqa: BLE001  whatever the resolver raised: fail open
+            self._count("errors")
+            self._mark_down(what, exc)
+            return False
+        return True
 
     def _mark_down(self, what: str, exc: BaseException) -> None:
         with self._lock:
@@ -274,7 +321,7 @@ class EmbeddingCache:
         return state.client
 
 
-def _forget(inflight: dict[str, asyncio.Task], key: str, task: asyncio.Task) -> None:
+def _forget(inflight: dict[tuple[str, str], asyncio.Task], key: tuple[str, str], task: asyncio.Task) -> None:
     """Done-callback: drop the finished task and mark its exception as retrieved."""
     if inflight.get(key) is task:
         del inflight[key]

@@ -1,32 +1,56 @@
-"""The one place the Serve topology is written: config -> Application (ingress + stage deployments)."""
+"""The one place the Serve topology is written: a typed config -> Application (ingress + stage deployments).
+
+`app_builder` is what a Serve config file's `import_path` names (`deployments.app:app_builder`, Serve's
+`app_builder(args)` convention): `args` are Triptych's config (`TriptychConfig`), validated with every
+problem named by its key path before any replica starts. The same function serves `serve run`,
+`serve deploy` and `triptych serve`. Per-deployment options in the file's `deployments:` list (named
+`TriptychIngress`, `VisionEncoder`, `LLMDecoder`, `TextEncoder`, `Denoiser`, `CacheServer`) override the
+typed defaults set here, as Serve documents.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 from ray.serve import Application
 
+from deployments.cache_server import CacheServer
 from deployments.denoiser import Denoiser
 from deployments.ingress import TriptychIngress
 from deployments.llm_decoder import LLMDecoder
 from deployments.text_encoder import TextEncoder
 from deployments.vision_encoder import VisionEncoder
-from triptych.config import TriptychConfig
+from models.profiles import resolve_chat_model, resolve_image_model
+from triptych.config import TriptychConfig, load_config
 
 
-def build_app(
-    config: TriptychConfig, chat_model_path: Path, image_model_path: Path, redis_url: str | None
-) -> Application:
-    """Each stage is its own deployment with its own replicas, CPU share and autoscaling."""
+def app_builder(args: Mapping[str, Any] | None = None) -> Application:
+    """Serve's builder entry point: config-file `args` -> the Triptych application."""
+    return build_app(load_config(args, source="the application's args"))
+
+
+def build_app(config: TriptychConfig) -> Application:
+    """Each stage is its own deployment with its own replicas, CPU/GPU share, resources and autoscaling.
+
+    Resolves the model profile (creating generated checkpoints on first use) and the cache: an external
+    Redis when `cache.redis_url` is set, else the application's own `CacheServer`.
+    """
+    chat_model = str(resolve_chat_model(config.profile, config.model_dir, config.chat_model))
+    image_model = str(resolve_image_model(config.profile, config.model_dir, config.image_model))
+    cache_server = None
+    if config.cache.enabled and config.cache.redis_url is None:
+        cache_server = CacheServer.bind(config.cache.embedded_maxmemory_mb)
     vision_encoder = VisionEncoder.options(**config.vision_encoder.serve_options()).bind(
-        str(chat_model_path), config.encoder_batch, config.limits
+        chat_model, config.encoder_batch, config.limits
     )
-    llm_decoder = LLMDecoder.options(**config.llm_decoder.serve_options()).bind(str(chat_model_path))
-    text_encoder = TextEncoder.options(**config.text_encoder.serve_options()).bind(str(image_model_path))
+    llm_decoder = LLMDecoder.options(**config.llm_decoder.serve_options()).bind(
+        chat_model, config.cache, cache_server
+    )
+    text_encoder = TextEncoder.options(**config.text_encoder.serve_options()).bind(image_model)
     denoiser = Denoiser.options(**config.denoiser.serve_options()).bind(
-        str(image_model_path), config.denoiser_batch, config.images.max_size
+        image_model, config.denoiser_batch, config.images.max_size
     )
     return TriptychIngress.options(**config.ingress.serve_options()).bind(
-        vision_encoder, llm_decoder, text_encoder, denoiser, config, str(chat_model_path),
-        str(image_model_path), redis_url,
+        vision_encoder, llm_decoder, text_encoder, denoiser, config, chat_model, image_model, cache_server
     )

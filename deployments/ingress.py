@@ -19,8 +19,8 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from cache import EmbeddingCache
 from decoders.chat_template import ChatPromptBuilder
+from deployments.cache_server import replica_cache
 from deployments.grpc_chat import chat_request_from_proto, delta_to_proto, usage_to_proto
 from deployments.grpc_images import image_event_to_proto, image_request_from_proto
 from deployments.openai_chat import CompletionIds, error_body, parse_chat_body
@@ -93,16 +93,12 @@ class TriptychIngress:
         config: TriptychConfig,
         chat_model_path: str,
         image_model_path: str,
-        redis_url: str | None,
+        cache_server: DeploymentHandle | None,
     ):
         self._config = config
         self._model_name = chat_model_path.rstrip("/").rsplit("/", 1)[-1]
         self._image_model_name = image_model_path.rstrip("/").rsplit("/", 1)[-1]
-        self._cache = EmbeddingCache(
-            redis_url if config.cache.enabled else None,
-            ttl_s=config.cache.ttl_s,
-            socket_timeout_s=config.cache.socket_timeout_s,
-        )
+        self._cache = replica_cache(config.cache, cache_server)
         tokenizer = load_chat_tokenizer(chat_model_path)
         self._chat = ChatPipeline(
             ServeVisionStage(vision_encoder),
@@ -164,8 +160,11 @@ class TriptychIngress:
     @http_app.post("/v1/chat/completions")
     async def chat_completions(self, raw: Request):
         try:
-            body = _json_body(await raw.body())
-            request, stream, include_usage = parse_chat_body(body, self._config.chat, self._config.limits)
+            # JSON and base64 of a body with images are CPU work: a worker thread, not the event loop
+            body = await asyncio.to_thread(_json_body, await raw.body())
+            request, stream, include_usage = await asyncio.to_thread(
+                parse_chat_body, body, self._config.chat, self._config.limits
+            )
             self._check_model(body.get("model"), self._model_name)
             first, events = await self._start_chat(request)
         except (RequestError, BackPressureError) as exc:

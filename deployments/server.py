@@ -1,105 +1,179 @@
-"""Starts and stops a running Triptych: Redis (embedded unless REDIS_URL), Ray, Serve (HTTP + gRPC)."""
+"""Starts and stops a running Triptych on Ray Serve, from a Serve config file or a plain TriptychConfig.
+
+One path for every way in: a `ServeDeploySchema` (a `deploy/*.yaml` file, or `serve_config_for(config)`)
+is deployed the way `serve run CONFIG` does it (`serve.start` with the file's HTTP / gRPC options, then
+the controller builds each application from its `import_path` and applies the file's `deployments:`
+overrides). Without an address a fresh local Ray is started and stopped afterwards; with one
+(`--address auto`, `ray://...`, `host:port`, or `RAY_ADDRESS`) the cluster is joined, only Triptych's
+applications are deleted at the end, and the cluster keeps running. The embedded Redis is not started
+here: it is a deployment of the application (`CacheServer`).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ray.serve.schema import ServeDeploySchema
+
+from deployments.serve_config import APP_NAME, RUNTIME_ENV_VARS, serve_config_for
+from models.profiles import resolve_chat_model, resolve_image_model
 from triptych.config import TriptychConfig
 
-APP_NAME = "triptych"
-GRPC_SERVICERS = [
-    "triptych.v1.triptych_pb2_grpc.add_TriptychServicer_to_server",
-    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
-]
-RUNTIME_ENV_VARS = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+READY_TIMEOUT_S = 600.0  # generous: the first start of a profile may build its checkpoints
+
+
+class DeployError(RuntimeError):
+    """An application did not reach RUNNING (its status message says why)."""
 
 
 @dataclass(frozen=True)
 class RunningServer:
-    config: TriptychConfig
+    config: TriptychConfig  # the Triptych application's config
+    app_name: str
     chat_model_path: Path
     image_model_path: Path
-    redis_url: str | None
     http_url: str
     grpc_target: str
 
     def ingress_handle(self):
         from ray import serve
 
-        return serve.get_app_handle(APP_NAME)
+        return serve.get_app_handle(self.app_name)
 
     def deployment_handle(self, name: str):
         from ray import serve
 
-        return serve.get_deployment_handle(name, app_name=APP_NAME)
+        return serve.get_deployment_handle(name, app_name=self.app_name)
+
+    @property
+    def redis_url(self) -> str | None:
+        """The Redis the cache uses: the configured one, else the app's embedded server (asked now)."""
+        if not self.config.cache.enabled or self.config.cache.redis_url:
+            return self.config.cache.redis_url if self.config.cache.enabled else None
+        return self.deployment_handle("CacheServer").url.remote().result()
 
 
 @contextmanager
-def serving(config: TriptychConfig, quiet: bool = False):
-    """Run Triptych until the block exits; everything started here is stopped afterwards."""
+def serving(
+    config: TriptychConfig | None = None,
+    *,
+    serve_config: ServeDeploySchema | None = None,
+    app_configs: dict[str, TriptychConfig] | None = None,
+    address: str | None = None,
+    quiet: bool = False,
+) -> Iterator[RunningServer]:
+    """Run Triptych until the block exits; what was started here is stopped afterwards.
+
+    Pass a `config` (its ports and models), or a validated `serve_config` with its Triptych
+    `app_configs` (from `deployments.serve_config.load_serve_config`). `address` None (and no
+    RAY_ADDRESS) starts a private local Ray; otherwise that cluster is joined and left running.
+    """
+    if serve_config is None:
+        config = config or TriptychConfig()
+        serve_config, app_configs = serve_config_for(config), {APP_NAME: config}
+    assert app_configs, "serve_config needs the TriptychConfig of its Triptych application(s)"
+    app_name, app_config = next(iter(app_configs.items()))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     for key, value in RUNTIME_ENV_VARS.items():
         os.environ.setdefault(key, value)
     import ray
     from ray import serve
-    from ray.serve.config import HTTPOptions, gRPCOptions
-
-    from cache import EmbeddedRedis
-    from deployments.app import build_app
-    from models.profiles import resolve_chat_model, resolve_image_model
+    from ray.serve.config import gRPCOptions
+    from ray.serve.context import _get_global_client
 
     if quiet:
-        logging.getLogger("ray").setLevel(logging.WARNING)
-        logging.getLogger("ray.serve").setLevel(logging.WARNING)
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    chat_model_path = resolve_chat_model(config.profile, config.model_dir, config.chat_model)
-    image_model_path = resolve_image_model(config.profile, config.model_dir, config.image_model)
-    embedded = None
-    redis_url = config.cache.redis_url
-    if config.cache.enabled and redis_url is None:
-        embedded = EmbeddedRedis(maxmemory_mb=config.cache.embedded_maxmemory_mb)
-        embedded.start()
-        redis_url = embedded.url
+        _quiet_logs()
+    # Resolve (and on first use build) the checkpoints here, once, before the controller's builder does.
+    chat_model = resolve_chat_model(app_config.profile, app_config.model_dir, app_config.chat_model)
+    image_model = resolve_image_model(app_config.profile, app_config.model_dir, app_config.image_model)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    joined = address is not None
     started_ray = not ray.is_initialized()
+    if started_ray:
+        ray.init(
+            address=address or "local",  # "local": never attach to some other cluster by accident
+            include_dashboard=False if not joined else None,
+            log_to_driver=not quiet,
+            logging_level=logging.WARNING if quiet else logging.INFO,
+            runtime_env={"env_vars": RUNTIME_ENV_VARS},
+        )
     try:
-        if started_ray:
-            ray.init(
-                include_dashboard=False,
-                log_to_driver=not quiet,
-                logging_level=logging.WARNING if quiet else logging.INFO,
-                runtime_env={"env_vars": RUNTIME_ENV_VARS},
-            )
+        if joined:
+            _refuse_to_replace_other_apps(set(app_configs))
         serve.start(
-            http_options=HTTPOptions(
-                host=config.http_host, port=config.http_port, request_timeout_s=config.request_timeout_s
-            ),
-            grpc_options=gRPCOptions(
-                port=config.grpc_port,
-                grpc_servicer_functions=GRPC_SERVICERS,
-                request_timeout_s=config.request_timeout_s,
-            ),
+            proxy_location=serve_config.proxy_location,
+            http_options=serve_config.http_options.model_dump(),
+            grpc_options=gRPCOptions(**serve_config.grpc_options.model_dump()),
             logging_config={"log_level": "WARNING"} if quiet else None,
         )
-        serve.run(build_app(config, chat_model_path, image_model_path, redis_url), name=APP_NAME, route_prefix="/")
+        _get_global_client().deploy_apps(serve_config, _blocking=False)
+        _wait_until_running(list(app_configs))
+        http = serve_config.http_options
         yield RunningServer(
-            config=config,
-            chat_model_path=chat_model_path,
-            image_model_path=image_model_path,
-            redis_url=redis_url,
-            http_url=f"http://{config.http_host}:{config.http_port}",
-            grpc_target=f"127.0.0.1:{config.grpc_port}",
+            config=app_config,
+            app_name=app_name,
+            chat_model_path=chat_model,
+            image_model_path=image_model,
+            http_url=f"http://{_loopback_if_any(http.host)}:{http.port}",
+            grpc_target=f"127.0.0.1:{serve_config.grpc_options.port}",
         )
     finally:
         try:
-            serve.shutdown()
+            if joined:
+                for name in app_configs:
+                    serve.delete(name)
+            else:
+                serve.shutdown()
         finally:
             if started_ray:
                 ray.shutdown()
-            if embedded is not None:
-                embedded.stop()
+
+
+def _wait_until_running(app_names: list[str], timeout_s: float = READY_TIMEOUT_S) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        apps = serve.status().applications
+        statuses = {name: apps[name] for name in app_names if name in apps}
+        failed = {name: s for name, s in statuses.items() if s.status in ("DEPLOY_FAILED", "UNHEALTHY")}
+        if failed:
+            raise DeployError("; ".join(f"application {n!r} {s.status}: {s.message}" for n, s in failed.items()))
+        if len(statuses) == len(app_names) and all(s.status == "RUNNING" for s in statuses.values()):
+            return
+        if time.monotonic() > deadline:
+            raise DeployError(f"applications {app_names} not RUNNING after {timeout_s:.0f} s: {statuses}")
+        time.sleep(0.2)
+
+
+def _refuse_to_replace_other_apps(ours: set[str]) -> None:
+    """Deploying a config is declarative: it would delete the cluster's other applications."""
+    from ray import serve
+
+    try:
+        others = set(serve.status().applications) - ours
+    except Exception:  # noqa: BLE001  Serve not running on that cluster yet: nothing to replace
+        return
+    if others:
+        raise DeployError(
+            f"the cluster already runs Serve applications {sorted(others)}; deploying Triptych's config "
+            "would replace them. Add them to one config file and use `serve deploy`, or use another cluster."
+        )
+
+
+def _loopback_if_any(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def _quiet_logs() -> None:
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

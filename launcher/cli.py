@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from triptych.config import TriptychConfig
@@ -15,24 +18,60 @@ def _config(args: argparse.Namespace) -> TriptychConfig:
     return TriptychConfig(**overrides)
 
 
+def _serve_setup(args: argparse.Namespace):
+    """(Serve config, {app: TriptychConfig}) from --config FILE (flags override the file) or from flags."""
+    from deployments.serve_config import APP_NAME, load_serve_config, serve_config_for, validate_serve_config
+
+    if args.config is None:
+        config = _config(args)
+        return serve_config_for(config), {APP_NAME: config}
+    schema, _ = load_serve_config(args.config)
+    raw = schema.model_dump(mode="json", exclude_unset=True)
+    if args.http_port:
+        raw.setdefault("http_options", {})["port"] = args.http_port
+    if args.grpc_port:
+        raw.setdefault("grpc_options", {})["port"] = args.grpc_port
+    for app in raw["applications"]:
+        app_args = app.setdefault("args", {}) if app.get("import_path") == "deployments.app:app_builder" else {}
+        for key, value in (("profile", args.profile), ("model_dir", args.model_dir and str(args.model_dir))):
+            if value:
+                app_args[key] = value
+    return validate_serve_config(raw, str(args.config))
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from deployments.server import serving
+    from deployments.server import DeployError, serving
+    from triptych.config import ConfigError
 
+    try:
+        serve_config, app_configs = _serve_setup(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _warn_if_open(serve_config.http_options.host)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        with serving(_config(args)) as server:
+        with serving(serve_config=serve_config, app_configs=app_configs, address=args.address) as server:
             print(f"Triptych is serving: HTTP {server.http_url}/v1  gRPC {server.grpc_target}  "
                   f"(chat {server.chat_model_path.name}, images {server.image_model_path.name}, "
                   f"cache {server.redis_url}). Ctrl-C to stop.", flush=True)
             stop.wait()
     except KeyboardInterrupt:  # Ctrl-C while starting or serving: `serving` has stopped everything
         pass
+    except DeployError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print("Triptych stopped.", flush=True)
     return 0
+
+
+def _warn_if_open(host: str) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {host}, reachable from other machines", file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -41,63 +80,106 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(_config(args))
 
 
-def cmd_chat(args: argparse.Namespace) -> int:
+class CliError(Exception):
+    """A failure the user can act on: `main` prints it as one line `error: <message>` and exits 2."""
+
+
+def _read_file(path: Path, flag: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"{flag} {path}: {exc.strerror or exc}") from None
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """Fail before any server work when ``path`` cannot be written."""
+    parent = path.parent
+    if path.is_dir():
+        raise CliError(f"{flag} {path}: is a directory")
+    if not parent.is_dir():
+        raise CliError(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise CliError(f"{flag} {path}: not writable")
+
+
+def _write_file(path: Path, data: bytes, flag: str) -> None:
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise CliError(f"{flag} {path}: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def _rpc_errors(target: str) -> Iterator[None]:
+    """gRPC failures as CliErrors: an unreachable server names the target tried; others give code + details."""
     import grpc
 
+    try:
+        yield
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            raise CliError(f"no Triptych server reachable at {target} (gRPC UNAVAILABLE: {exc.details()}); "
+                           "start one with `triptych serve` or pass --target HOST:PORT") from None
+        raise CliError(f"{exc.code().name}: {exc.details()}") from None
+
+
+def _size(value: str) -> tuple[int, int]:
+    """argparse type for --size: 'WIDTHxHEIGHT' (or one number for a square)."""
+    width, sep, height = value.lower().partition("x")
+    height = height if sep else width
+    if not width.isdigit() or not height.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not WIDTHxHEIGHT, e.g. 64x64")
+    return int(width), int(height)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
     from launcher.client import TriptychClient
 
-    images = [Path(p).read_bytes() for p in args.image]
+    images = [_read_file(Path(p), "--image") for p in args.image]
     options = {k: v for k, v in (("max_tokens", args.max_tokens), ("temperature", args.temperature),
                                  ("seed", args.seed), ("pruning_method", args.pruning_method),
                                  ("visual_token_keep_ratio", args.keep_ratio),
                                  ("visual_token_count", args.keep_tokens)) if v is not None}
-    with TriptychClient(args.target) as client:
-        try:
-            for message in client.chat(args.question, images, **options):
-                print(message.delta, end="", flush=True)
-                if message.HasField("usage"):
-                    u = message.usage
-                    print(f"\n[finish={message.finish_reason} prompt_tokens={u.prompt_tokens} "
-                          f"completion_tokens={u.completion_tokens} visual_tokens={u.visual_tokens_kept}/"
-                          f"{u.visual_tokens_in} cache_hit={u.cache_hit} timings_ms={dict(u.timings_ms)}]")
-        except grpc.RpcError as exc:
-            print(f"\nerror: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 2
+    with TriptychClient(args.target) as client, _rpc_errors(args.target):
+        for message in client.chat(args.question, images, **options):
+            print(message.delta, end="", flush=True)
+            if message.HasField("usage"):
+                u = message.usage
+                print(f"\n[finish={message.finish_reason} prompt_tokens={u.prompt_tokens} "
+                      f"completion_tokens={u.completion_tokens} visual_tokens={u.visual_tokens_kept}/"
+                      f"{u.visual_tokens_in} cache_hit={u.cache_hit} timings_ms={dict(u.timings_ms)}]")
     return 0
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    import grpc
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from launcher.client import TriptychClient
     from triptych.v1 import triptych_pb2 as pb
 
+    _check_writable(args.output, "--output")
     fields = {k: v for k, v in (("steps", args.steps), ("sampler", args.sampler), ("seed", args.seed),
                                 ("guidance_scale", args.guidance_scale), ("n", args.n),
                                 ("cache_interval", args.cache_interval)) if v is not None}
     if args.size:
-        width, _, height = args.size.partition("x")
-        fields.update(width=int(width), height=int(height or width))
+        fields.update(width=args.size[0], height=args.size[1])
     request = pb.GenerateImageRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, **fields)
+    result = None
     with TriptychClient(args.target) as client, Progress(
         TextColumn("denoising"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
         TimeElapsedColumn(),
-    ) as progress:
+    ) as progress, _rpc_errors(args.target):
         task = progress.add_task("denoise", total=None)
-        try:
-            for event in client.generate_image(request):
-                if event.HasField("progress"):
-                    progress.update(task, completed=event.progress.step, total=event.progress.total_steps)
-                else:
-                    result = event.result
-        except grpc.RpcError as exc:
-            progress.stop()
-            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 2
+        for event in client.generate_image(request):
+            if event.HasField("progress"):
+                progress.update(task, completed=event.progress.step, total=event.progress.total_steps)
+            else:
+                result = event.result
+    if result is None:
+        raise CliError(f"the server at {args.target} ended the stream without an image")
     for index, image in enumerate(result.images):
         path = args.output if index == 0 else args.output.with_stem(f"{args.output.stem}-{index + 1}")
-        path.write_bytes(image.png)
+        _write_file(path, image.png, "--output")
         print(f"wrote {path} (seed {image.seed})")
     timings = ", ".join(f"{k}={v:.1f}" for k, v in sorted(result.timings_ms.items()))
     print(f"cache_hit={result.cache_hit}  timings_ms: {timings}")
@@ -115,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--http-port", type=int)
         p.add_argument("--grpc-port", type=int)
         p.set_defaults(func=func)
+    serve = sub.choices["serve"]
+    serve.add_argument("--config", type=Path,
+                       help="a Serve config file (e.g. deploy/local.yaml); the flags above override it")
+    serve.add_argument("--address", help="join this Ray cluster (auto, ray://host:10001, host:6379; env "
+                                         "RAY_ADDRESS) instead of starting a local one; it keeps running after")
     chat = sub.add_parser("chat", help="stream an answer from a running server over gRPC")
     chat.add_argument("question")
     chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
@@ -135,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance-scale", type=float)
     gen.add_argument("--seed", type=int)
     gen.add_argument("--n", type=int)
-    gen.add_argument("--size", help="WIDTHxHEIGHT, multiples of 8")
+    gen.add_argument("--size", type=_size, help="WIDTHxHEIGHT, multiples of 8")
     gen.add_argument("--cache-interval", type=int)
     gen.add_argument("--target", default="127.0.0.1:9000")
     gen.set_defaults(func=cmd_generate)
@@ -144,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

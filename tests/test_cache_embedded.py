@@ -9,7 +9,7 @@ import sys
 import pytest
 import redis
 
-from cache.embedded import EmbeddedRedis, EmbeddedRedisError, find_redis_server, resolve_redis_url
+from cache.embedded import EmbeddedRedis, EmbeddedRedisError, find_redis_server
 
 
 def _port_open(port: int) -> bool:
@@ -90,16 +90,30 @@ def test_port_taken_by_another_server_is_an_error():
         assert redis.Redis.from_url(first.url).ping()  # the other server is untouched
 
 
-def test_resolve_redis_url_prefers_env():
-    url, server = resolve_redis_url("redis://cache.example:6380/2")
-    assert (url, server) == ("redis://cache.example:6380/2", None)
+def test_server_dies_with_its_owner_process(tmp_path):
+    """A SIGKILLed owner (how Ray stops a replica) leaves no orphaned redis-server behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
 
-
-@pytest.mark.parametrize("env", [None, "", "  "])
-def test_resolve_redis_url_starts_embedded(env):
-    url, server = resolve_redis_url(env)
-    try:
-        assert server is not None and url == server.url
-        assert redis.Redis.from_url(url).ping()
-    finally:
-        server.stop()
+    script = (
+        "from cache.embedded import EmbeddedRedis; import sys, time; r = EmbeddedRedis().start(); "
+        "print(r.port, r._proc.pid, flush=True); time.sleep(600)"
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    port, pid = (int(x) for x in owner.stdout.readline().split())
+    assert redis.Redis(port=port).ping()
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("redis-server outlived its owner")

@@ -439,3 +439,29 @@ def test_stats_are_frozen():
     stats = EmbeddingCache(None).stats()
     with pytest.raises(AttributeError):
         stats.hits = 5  # type: ignore[misc]
+
+
+def test_url_found_on_first_use_and_a_failing_resolver_is_a_miss(server):
+    """`resolve_url` (how replicas find the application's embedded Redis) is asked once; while it
+    fails, lookups miss and count errors instead of raising."""
+    asked = []
+
+    async def resolve() -> str:
+        asked.append(1)
+        return server.url
+
+    async def broken() -> str:
+        raise RuntimeError("cache server not up yet")
+
+    async def scenario():
+        cache = EmbeddingCache(None, resolve_url=resolve)
+        assert cache.enabled
+        key, value = _key(), _features()
+        await cache.put(key, value)
+        _assert_same(await cache.get(key), value)
+        assert len(asked) == 1 and cache.url == server.url
+        failing = EmbeddingCache(None, resolve_url=broken, retry_after_s=0)
+        assert await failing.get(key) is None
+        assert failing.stats().errors == 1 and failing.stats().misses == 1
+
+    _run(scenario())

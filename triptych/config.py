@@ -1,12 +1,17 @@
-"""Typed configuration of a Triptych deployment (pydantic): models, ports, replicas, limits, cache."""
+"""Typed configuration of a Triptych deployment (pydantic): models, ports, replicas, limits, cache.
+
+`TriptychConfig` is what a Serve config file's `applications[].args` hold; `load_config` validates such
+a mapping and reports every problem with its key path (`llm_decoder.max_replicas: must be >= ...`).
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 DEFAULT_MODEL_DIR = Path.home() / ".cache" / "triptych" / "models"
 
@@ -22,19 +27,32 @@ class DeploymentOptions(_Frozen):
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(2.0, gt=0)
     num_cpus: float = Field(0.25, gt=0)
+    num_gpus: float = Field(0.0, ge=0)  # a share of one GPU (e.g. 0.25) or whole GPUs
+    resources: dict[str, float] = Field(default_factory=dict)  # custom node resources that pin the stage
     max_ongoing_requests: int = Field(8, ge=1)
     max_queued_requests: int = Field(16, ge=-1)  # -1 = unbounded (Serve's default)
     torch_threads: int | None = Field(None, ge=1)  # None: Ray's default (1 thread for fractional CPUs)
+    # Serve's autoscaling knobs; None keeps Serve's production defaults (10 s, 30 s, 30 s, 600 s).
+    metrics_interval_s: float | None = Field(None, gt=0)
+    look_back_period_s: float | None = Field(None, gt=0)
+    upscale_delay_s: float | None = Field(None, ge=0)
+    downscale_delay_s: float | None = Field(None, ge=0)
 
-    @model_validator(mode="after")
-    def _check_replicas(self) -> DeploymentOptions:
-        if self.max_replicas < self.min_replicas:
-            raise ValueError("max_replicas must be >= min_replicas")
-        return self
+    @field_validator("max_replicas")
+    @classmethod
+    def _at_least_min(cls, value: int, info: ValidationInfo) -> int:
+        minimum = info.data.get("min_replicas")
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be >= min_replicas ({minimum}), got {value}")
+        return value
 
     def serve_options(self) -> dict[str, Any]:
         """Keyword arguments for `Deployment.options(...)`."""
         actor_options: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            actor_options["num_gpus"] = self.num_gpus
+        if self.resources:
+            actor_options["resources"] = dict(self.resources)
         if self.torch_threads is not None:
             threads = str(self.torch_threads)
             actor_options["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}}
@@ -44,10 +62,12 @@ class DeploymentOptions(_Frozen):
             "max_queued_requests": self.max_queued_requests,
         }
         if self.max_replicas > max(self.min_replicas, 1):
+            knobs = ("metrics_interval_s", "look_back_period_s", "upscale_delay_s", "downscale_delay_s")
             options["autoscaling_config"] = {
                 "min_replicas": self.min_replicas,
                 "max_replicas": self.max_replicas,
                 "target_ongoing_requests": self.target_ongoing_requests,
+                **{knob: getattr(self, knob) for knob in knobs if getattr(self, knob) is not None},
             }
         else:
             options["num_replicas"] = max(self.min_replicas, 1)
@@ -93,7 +113,9 @@ class ImageDefaults(_Frozen):
 
 
 class CacheOptions(_Frozen):
-    redis_url: str | None = None  # None = an embedded Redis started by `triptych serve`
+    # None = the application runs an embedded Redis (the `CacheServer` deployment, loopback only);
+    # a cluster sets an external Redis that every node reaches (README: running on a cluster).
+    redis_url: str | None = None
     enabled: bool = True
     ttl_s: int = Field(3600, ge=1)
     socket_timeout_s: float = Field(0.25, gt=0)
@@ -126,3 +148,39 @@ class TriptychConfig(_Frozen):
     cache: CacheOptions = Field(
         default_factory=lambda: CacheOptions(redis_url=os.environ.get("REDIS_URL") or None)
     )
+
+
+class ConfigError(ValueError):
+    """A Triptych configuration is invalid; `problems` holds one "key.path: what is wrong" line each."""
+
+    def __init__(self, source: str, problems: list[str]):
+        super().__init__(f"invalid Triptych configuration in {source}:\n" + "\n".join(f"  {p}" for p in problems))
+        self.source = source
+        self.problems = problems
+
+    def __reduce__(self):  # keep the fields when Ray pickles the exception across processes
+        return (type(self), (self.source, self.problems))
+
+
+def load_config(args: Mapping[str, Any] | None, source: str = "args") -> TriptychConfig:
+    """Validate a mapping (a Serve config file's `applications[].args`) into a `TriptychConfig`.
+
+    Raises ConfigError listing every problem with its key path, e.g.
+    ``llm_decoder.max_replicas: must be >= min_replicas (2), got 1`` or ``ingress.foo: unknown key``.
+    """
+    try:
+        return TriptychConfig.model_validate(dict(args or {}))
+    except ValidationError as exc:
+        raise ConfigError(source, [validation_problem(error) for error in exc.errors()]) from None
+
+
+def validation_problem(error: Mapping[str, Any]) -> str:
+    """One pydantic error as "key.path: what is wrong"."""
+    path = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{path}: unknown key"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "missing" or "got" in message:
+        return f"{path}: {message}"
+    got = repr(error.get("input"))
+    return f"{path}: {message} (got {got if len(got) <= 60 else got[:57] + '...'})"
