@@ -25,10 +25,10 @@ from decoders.chat_template import ChatPromptBuilder
 from decoders.context import check_fits
 from decoders.detokenizer import IncrementalDetokenizer
 from decoders.sampling import check_sampling_params, make_generator, next_token
-from triptych.types import SamplingParams, TextDelta
+from triptych.types import DecoderInfo, SamplingParams, TextDelta
 
 if TYPE_CHECKING:
-    from models import LanguageModelParts
+    from decoders.language_model import LanguageModelParts
 
 
 def _eos_ids(parts: LanguageModelParts) -> frozenset[int]:
@@ -49,7 +49,7 @@ class LLMEngine:
     """Streams chat completions from a causal LM given prompt ids and per-image visual tokens.
 
     Args:
-        parts: ``models.LanguageModelParts`` (tokenizer, model, embed_tokens, image_token,
+        parts: ``decoders.language_model.LanguageModelParts`` (tokenizer, model, embed_tokens, image_token,
             image_token_id, context_length, model_id).
     """
 
@@ -69,6 +69,10 @@ class LLMEngine:
     def context_length(self) -> int:
         """Maximum prompt + generated tokens the model accepts."""
         return int(self.parts.context_length)
+
+    def info(self) -> DecoderInfo:
+        """Model id and context length."""
+        return DecoderInfo(model_id=self.model_id, context_length=self.context_length)
 
     @property
     def image_token_id(self) -> int:
@@ -134,13 +138,34 @@ class LLMEngine:
         Same arguments and eager validation as ``generate``; seeded sampling gives the same ids on every
         call. The first ``next()`` runs the prefill; each later one runs one KV-cached decode step.
         """
+        inputs_embeds = self.prepare_prompt(prompt_ids, image_embeds, params)  # (1, T, D)
+        return self._decode_loop(inputs_embeds, params)
+
+    def prepare_prompt(
+        self,
+        prompt_ids: Sequence[int],
+        image_embeds: Sequence[torch.Tensor],
+        params: SamplingParams,
+        context_length: int | None = None,
+    ) -> torch.Tensor:
+        """Validate one request and return its ``inputs_embeds`` (1, T, D).
+
+        Checks the sampling params, a non-empty prompt, prompt + ``max_tokens`` against
+        ``context_length`` (default: the model's) and the image rows; raises before any compute.
+        Shared by ``generate_ids`` and ``decoders.batching.BatchingEngine.submit``.
+        """
         check_sampling_params(params)
         if len(prompt_ids) == 0:
             raise ValueError("prompt_ids is empty")
         n_visual = sum(int(e.shape[0]) for e in image_embeds)
-        self.check_fits(len(prompt_ids), params.max_tokens, visual_tokens=n_visual)
-        inputs_embeds = self.embed_prompt(prompt_ids, image_embeds)  # (1, T, D)
-        return self._decode_loop(inputs_embeds, params)
+        limit = self.context_length if context_length is None else context_length
+        check_fits(len(prompt_ids), params.max_tokens, limit, self.model_id, n_visual)
+        return self.embed_prompt(prompt_ids, image_embeds)  # (1, T, D)
+
+    @property
+    def accepts_logits_to_keep(self) -> bool:
+        """Whether the model's forward takes ``logits_to_keep`` (prefill then computes the last row only)."""
+        return self._logits_to_keep
 
     def _forward(self, inputs_embeds: torch.Tensor, cache, prefill: bool):
         kwargs = {"logits_to_keep": 1} if prefill and self._logits_to_keep else {}

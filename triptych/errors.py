@@ -21,3 +21,12 @@ class RequestError(ValueError):
 
 class ContextLengthError(RequestError):
     """Prompt tokens + visual tokens + max_tokens exceed the decoder's context window."""
+
+
+class OverloadedError(RuntimeError):
+    """A stage holds as many requests as it is configured to; retry later.
+
+    Raised by a stage engine (e.g. ``decoders.batching.BatchingEngine.submit`` past
+    ``max_batch_size + max_waiting``). Maps to HTTP 503 / gRPC RESOURCE_EXHAUSTED, like Serve's own
+    ``BackPressureError``.
+    """
