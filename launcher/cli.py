@@ -132,58 +132,6 @@ def _size(value: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-class CliError(Exception):
-    """A failure the user can act on: `main` prints it as one line `error: <message>` and exits 2."""
-
-
-def _read_file(path: Path, flag: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise CliError(f"{flag} {path}: {exc.strerror or exc}") from None
-
-
-def _check_writable(path: Path, flag: str) -> None:
-    """Fail before any server work when ``path`` cannot be written."""
-    parent = path.parent
-    if path.is_dir():
-        raise CliError(f"{flag} {path}: is a directory")
-    if not parent.is_dir():
-        raise CliError(f"{flag} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise CliError(f"{flag} {path}: not writable")
-
-
-def _write_file(path: Path, data: bytes, flag: str) -> None:
-    try:
-        path.write_bytes(data)
-    except OSError as exc:
-        raise CliError(f"{flag} {path}: {exc.strerror or exc}") from None
-
-
-@contextmanager
-def _rpc_errors(target: str) -> Iterator[None]:
-    """gRPC failures as CliErrors: an unreachable server names the target tried; others give code + details."""
-    import grpc
-
-    try:
-        yield
-    except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.UNAVAILABLE:
-            raise CliError(f"no Triptych server reachable at {target} (gRPC UNAVAILABLE: {exc.details()}); "
-                           "start one with `triptych serve` or pass --target HOST:PORT") from None
-        raise CliError(f"{exc.code().name}: {exc.details()}") from None
-
-
-def _size(value: str) -> tuple[int, int]:
-    """argparse type for --size: 'WIDTHxHEIGHT' (or one number for a square)."""
-    width, sep, height = value.lower().partition("x")
-    height = height if sep else width
-    if not width.isdigit() or not height.isdigit():
-        raise argparse.ArgumentTypeError(f"{value!r} is not WIDTHxHEIGHT, e.g. 64x64")
-    return int(width), int(height)
-
-
 def cmd_chat(args: argparse.Namespace) -> int:
     from launcher.client import TriptychClient
 
