@@ -1,4 +1,8 @@
-"""What a model source hands the text side: ChatTokenizer (ingress) and LanguageModelParts (decoder)."""
+"""What the text side is built from: ChatTokenizer (prompts at the ingress) and LanguageModelParts (decoder).
+
+Model sources (``models.sources``) load them from a checkpoint, as they load ``encoders.vision_tower``
+towers for the vision side; this file imports no model code, so engines need nothing from ``models``.
+"""
 
 from __future__ import annotations
 

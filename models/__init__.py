@@ -10,14 +10,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .language_model import ChatTokenizer, LanguageModelParts
-
 if TYPE_CHECKING:
+    from decoders.language_model import ChatTokenizer, LanguageModelParts
     from encoders.vision_tower import VisionTower
 
 __all__ = [
-    "ChatTokenizer",
-    "LanguageModelParts",
     "detect_source",
     "load_chat_tokenizer",
     "load_language_model",

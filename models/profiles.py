@@ -42,10 +42,15 @@ def _ensure_bench(model_dir: Path) -> dict[str, Path]:
     }
 
 
-def _ensure_toy(model_dir: Path) -> dict[str, Path]:
-    from toy import shipped_checkpoints  # trained weights shipped in the repo; model_dir is not used
+# The toy checkpoints are data shipped beside the code (a directory, not an import of the ``toy``
+# package): ``<repo or site-packages>/toy/checkpoints/<name>``.
+TOY_CHECKPOINTS = Path(__file__).resolve().parents[1] / "toy" / "checkpoints"
+TOY_MODELS = ("toy-vlm", "toy-sd")
 
-    return shipped_checkpoints()
+
+def _ensure_toy(model_dir: Path) -> dict[str, Path]:
+    """The shipped toy checkpoints that are present; ``model_dir`` is not used (nothing is generated)."""
+    return {name: TOY_CHECKPOINTS / name for name in TOY_MODELS if (TOY_CHECKPOINTS / name).is_dir()}
 
 
 PROFILES: dict[str, Profile] = {
@@ -56,7 +61,7 @@ PROFILES: dict[str, Profile] = {
         image_model="tiny-sd",
     ),
     "toy": Profile(
-        models=("toy-vlm", "toy-sd"),
+        models=TOY_MODELS,
         ensure=_ensure_toy,
         chat_model="toy-vlm",
         image_model="toy-sd",

@@ -8,6 +8,7 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 import models
+from decoders.language_model import ChatTokenizer
 from models.profiles import PROFILES, resolve_chat_model, resolve_image_model
 from models.tiny import ensure_tiny_models
 
@@ -130,7 +131,7 @@ def test_profiles(model_dirs, tmp_path):
 def test_load_chat_tokenizer_matches_language_model(model_dirs, parts):
     for name, path in model_dirs.items():
         chat = models.load_chat_tokenizer(path)
-        assert isinstance(chat, models.ChatTokenizer)
+        assert isinstance(chat, ChatTokenizer)
         p = parts[name]
         assert (chat.image_token, chat.image_token_id, chat.context_length, chat.model_id) == (
             p.image_token,

@@ -16,10 +16,9 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, LlavaForConditionalGeneration
 
+from decoders.language_model import ChatTokenizer, LanguageModelParts
 from encoders.hf_llava_tower import HFLlavaTower
 from encoders.vision_tower import weights_revision
-
-from ..language_model import ChatTokenizer, LanguageModelParts
 
 NAME = "hf_llava"
 

@@ -31,10 +31,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from decoders.language_model import ChatTokenizer, LanguageModelParts
 from encoders.open_clip_tower import OpenClipTower, ProjectorMLP
 from encoders.vision_tower import weights_revision
-
-from ..language_model import ChatTokenizer, LanguageModelParts
 
 NAME = "open_clip_llava"
 MANIFEST = "triptych_model.json"
