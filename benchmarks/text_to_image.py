@@ -122,7 +122,7 @@ class ImageBench:
     # -- loading ---------------------------------------------------------------------------------
 
     def load(self) -> None:
-        from denoisers import DenoiserEngine
+        from denoisers import DenoiserEngine, TextEncoderEngine
         from models.profiles import resolve_image_model
         from triptych.config import ImageDefaults
         from triptych.types import ImageParams
@@ -135,6 +135,7 @@ class ImageBench:
         self.engine = DenoiserEngine.from_pretrained(
             self.model_path, max_steps=max(self.grid.reference_steps, 150)
         )
+        self.text = TextEncoderEngine.from_pretrained(self.model_path)
         self.defaults = ImageDefaults()
         self.size = int(self.engine.unet.config.sample_size) * self.engine.vae_scale_factor  # native size
         self.params = ImageParams(
@@ -147,8 +148,8 @@ class ImageBench:
             n=1,
             cache_interval=1,  # samplers are compared without DeepCache; its grid is measured separately
         )
-        self.cond = self.engine.encode_prompt(PROMPT)  # (T, D)
-        self.uncond = self.engine.encode_prompt("", allow_empty=True)
+        self.cond = self.text.encode_prompt(PROMPT)  # (T, D)
+        self.uncond = self.text.encode_prompt("", allow_empty=True)
         self.full_calls = _CallCounter(self.engine.unet)
 
     # -- in-process sections -------------------------------------------------------------------------
@@ -213,8 +214,8 @@ class ImageBench:
     def engine_end_to_end(self) -> float:
         """Triptych's defaults in-process, what the pipeline call does: prompts -> PIL image."""
         start = time.perf_counter()
-        cond = self.engine.encode_prompt(PROMPT)
-        uncond = self.engine.encode_prompt("", allow_empty=True)
+        cond = self.text.encode_prompt(PROMPT)
+        uncond = self.text.encode_prompt("", allow_empty=True)
         self.engine.decode(self.engine.denoise(cond, uncond, self.params))
         return (time.perf_counter() - start) * 1000
 

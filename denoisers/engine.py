@@ -1,12 +1,12 @@
-"""DenoiserEngine: prompt -> text embeddings -> denoised latents -> images, for an SD-format model.
+"""DenoiserEngine: text embeddings -> denoised latents -> images, for an SD-format model.
 
-Plain PyTorch on the components of a ``StableDiffusionPipeline`` (tokenizer, CLIP text encoder,
-UNet, VAE, the checkpoint's scheduler config); the pipeline's ``__call__`` is never used, so the
-sampling loop is ours: per-image seeded noise, batching, a progress callback and cancellation.
-The three stages are separate methods so they can live in separate deployments:
+Plain PyTorch on the UNet, the VAE and the scheduler config of an SD-format directory (the text
+encoder is ``denoisers.text_encoder.TextEncoderEngine``'s, and is never loaded here); no diffusers
+pipeline is used, so the sampling loop is ours: per-image seeded noise, batching, a progress
+callback and cancellation. Denoising and decoding are separate methods:
 
-    cond = engine.encode_prompt("a red circle")              # (T, D)   text_encode
-    uncond = engine.encode_prompt("", allow_empty=True)      # (T, D)   (or a negative prompt)
+    cond = text.encode_prompt("a red circle")                # (T, D)   text_encode (TextEncoderEngine)
+    uncond = text.encode_prompt("", allow_empty=True)        # (T, D)   (or a negative prompt)
     latents = engine.denoise(cond, uncond, params, on_step)  # (n, C, h, w)   denoise
     images = engine.decode(latents)                          # n x PIL RGB     vae_decode
 
@@ -15,17 +15,17 @@ Reproducibility: image i of a request starts from ``torch.randn`` of a CPU gener
 stochastic sampler (``lcm``) draws its later noise from that same generator. So the same seed
 gives the same image whether it is the first or the fifth of ``n``.
 
-Prompts longer than the text encoder takes are *rejected* (RequestError on ``prompt``), never
-silently truncated.
+Requests batch into one loop when they share ``batch_key(params)``; the Serve deployment groups
+its queue with the same function.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ from .params import DEFAULT_MAX_SIZE, DEFAULT_MAX_STEPS, validate_image_params
 from .samplers import get_sampler
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
 OnStep = Callable[[int, int], "bool | None"]  # (steps done, total steps) -> False to cancel
 
@@ -67,56 +67,44 @@ class DenoiseJob:
     on_step: OnStep | None = None
 
 
-def _files_digest(paths: Sequence[Path], length: int = 16) -> str:
-    """Short sha256 over names and bytes of ``paths`` (in order), for cache keys."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            while chunk := f.read(8 * 2**20):
-                digest.update(chunk)
-    return digest.hexdigest()[:length]
+def batch_key(params: ImageParams) -> tuple:
+    """What requests must share to run in one sampling loop: (width, height, steps, sampler, cache_interval)."""
+    return (params.width, params.height, params.steps, params.sampler, params.cache_interval)
 
 
 class DenoiserEngine:
-    """Text-to-image on a loaded ``StableDiffusionPipeline``'s components.
+    """Text-to-image sampling and decoding on an SD-format model's UNet and VAE.
+
+    Holds no per-request state: one engine serves concurrent calls (from a replica's threads).
 
     Args:
-        pipeline: a loaded ``StableDiffusionPipeline`` (only its components are used).
-        model_id: the model's name, for cache keys and messages.
-        revision: identifies the text encoder weights (cache keys of text embeddings).
-        tokenizer_id: identifies the tokenizer files (cache keys of text embeddings).
+        unet: the model's ``UNet2DConditionModel``.
+        vae: the model's ``AutoencoderKL``.
+        scheduler_config: the checkpoint's scheduler config (its noise schedule; ``denoisers.samplers``).
+        model_id: the model's name, for messages.
         max_image_size: the largest width / height accepted, in pixels.
         max_steps: the most steps accepted (raise it only for offline high-step references).
-
-    Attributes:
-        steps_run: denoising steps the most recent ``denoise`` / ``denoise_batch`` call ran.
     """
 
     def __init__(
         self,
-        pipeline: StableDiffusionPipeline,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        scheduler_config: dict[str, Any],
         *,
         model_id: str,
-        revision: str,
-        tokenizer_id: str,
         max_image_size: int = DEFAULT_MAX_SIZE,
         max_steps: int = DEFAULT_MAX_STEPS,
     ):
-        self.tokenizer = pipeline.tokenizer
-        self.text_encoder = pipeline.text_encoder.eval()
-        self.unet = pipeline.unet.eval()
-        self.vae = pipeline.vae.eval()
-        self.scheduler_config = dict(pipeline.scheduler.config)  # the model's noise schedule
+        self.unet = unet.eval()
+        self.vae = vae.eval()
+        self.scheduler_config = dict(scheduler_config)  # the model's noise schedule
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.latent_channels = int(self.unet.config.in_channels)
         self.device = self.unet.device
         self.model_id = model_id
-        self.revision = revision
-        self.tokenizer_id = tokenizer_id
         self.max_image_size = max_image_size
         self.max_steps = max_steps
-        self.steps_run = 0
         self.deep_cache_unsupported = unsupported_reason(self.unet)  # None: cache_interval > 1 works
 
     @classmethod
@@ -129,66 +117,29 @@ class DenoiserEngine:
         max_image_size: int = DEFAULT_MAX_SIZE,
         max_steps: int = DEFAULT_MAX_STEPS,
     ) -> DenoiserEngine:
-        """Load an SD-format directory offline with diffusers' own loader (no safety checker)."""
-        from diffusers import StableDiffusionPipeline
+        """Load ``unet/``, ``vae/`` and ``scheduler/`` of an SD-format directory offline (diffusers' loaders).
+
+        The scheduler config is read through the checkpoint's own scheduler class, as diffusers'
+        pipeline loader does, so keys the file leaves out get that class's defaults.
+        """
+        import diffusers
+        from diffusers import AutoencoderKL, UNet2DConditionModel
 
         model_dir = Path(model_dir).resolve()
-        pipeline = StableDiffusionPipeline.from_pretrained(
-            model_dir,
-            dtype=dtype,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            local_files_only=True,
+        unet = UNet2DConditionModel.from_pretrained(
+            model_dir, subfolder="unet", torch_dtype=dtype, local_files_only=True
         ).to(device)
-        text_encoder_files = sorted(
-            p for p in (model_dir / "text_encoder").iterdir() if p.suffix in (".json", ".safetensors", ".bin")
-        )
-        tokenizer_files = sorted(p for p in (model_dir / "tokenizer").iterdir() if p.is_file())
+        vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae", torch_dtype=dtype, local_files_only=True)
+        raw = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
+        scheduler_cls = getattr(diffusers, raw["_class_name"])
         return cls(
-            pipeline,
+            unet,
+            vae.to(device),
+            scheduler_cls.from_config(raw).config,
             model_id=model_dir.name,
-            revision=_files_digest(text_encoder_files),
-            tokenizer_id=_files_digest(tokenizer_files),
             max_image_size=max_image_size,
             max_steps=max_steps,
         )
-
-    # -- text_encode -----------------------------------------------------------------------------
-
-    @property
-    def max_prompt_tokens(self) -> int:
-        """The most prompt tokens the text encoder takes (its context minus BOS and EOS)."""
-        return int(self.tokenizer.model_max_length) - 2
-
-    def encode_prompt(self, text: str, *, field: str = "prompt", allow_empty: bool = False) -> torch.Tensor:
-        """CLIP last hidden state of ``text`` padded to the tokenizer's max length: (T, D) float32 on CPU.
-
-        Raises RequestError(field) for a non-string, for an empty prompt (unless ``allow_empty``,
-        as for negative prompts) and for a prompt longer than ``max_prompt_tokens``: it is
-        rejected, not truncated.
-        """
-        if not isinstance(text, str):
-            raise RequestError(field, f"must be a string, got {type(text).__name__}")
-        if not allow_empty and not text.strip():
-            raise RequestError(field, "must not be empty")
-        max_length = int(self.tokenizer.model_max_length)
-        ids = self.tokenizer(text, truncation=False).input_ids  # BOS + tokens + EOS
-        if len(ids) > max_length:
-            raise RequestError(
-                field,
-                f"is {len(ids) - 2} tokens; the text encoder of {self.model_id!r} takes at most "
-                f"{self.max_prompt_tokens} (longer prompts are rejected, not truncated)",
-            )
-        inputs = self.tokenizer(text, padding="max_length", max_length=max_length, return_tensors="pt")
-        attention_mask = None
-        if getattr(self.text_encoder.config, "use_attention_mask", False):
-            attention_mask = inputs.attention_mask.to(self.text_encoder.device)
-        with torch.inference_mode():
-            out = self.text_encoder(
-                inputs.input_ids.to(self.text_encoder.device), attention_mask=attention_mask
-            )
-        return out.last_hidden_state[0].float().cpu()  # (T, D)
 
     # -- denoise ---------------------------------------------------------------------------------
 
@@ -216,7 +167,7 @@ class DenoiserEngine:
         """Sample ``params.n`` latents (n, C, h, w) float32 on CPU with classifier-free guidance.
 
         ``on_step(steps_done, total)`` runs after every step; returning False stops the loop at
-        once and raises DenoiseCancelled (``self.steps_run`` then says how many steps ran).
+        once and raises DenoiseCancelled (its ``steps_run`` says how many steps ran).
         Raises RequestError for invalid ``params``.
         """
         (result,) = self.denoise_batch([DenoiseJob(cond, uncond, params, on_step)])
@@ -227,7 +178,7 @@ class DenoiserEngine:
     def denoise_batch(self, jobs: Sequence[DenoiseJob]) -> list[torch.Tensor | DenoiseCancelled]:
         """Run several requests through one sampling loop (one UNet call per step for all images).
 
-        Jobs must share size, sampler, steps and cache_interval (ValueError otherwise); guidance,
+        Jobs must share ``batch_key`` (size, sampler, steps, cache_interval; ValueError otherwise); guidance,
         seeds, ``n`` and prompts may differ. ``cache_interval`` k > 1 runs the full UNet on every
         k-th step only and the shallow path of DeepCache in between (``denoisers.deep_cache``). Returns, per job, its latents (n, C, h, w) or a DenoiseCancelled if its
         ``on_step`` returned False. A cancelled job's rows keep being computed while other jobs
@@ -244,10 +195,7 @@ class DenoiserEngine:
                     f"cond and uncond must both be (T, D), got {job.cond.shape}, {job.uncond.shape}"
                 )
         first = jobs[0].params
-        def shared(p: ImageParams) -> tuple:
-            return (p.width, p.height, p.steps, p.sampler, p.cache_interval)
-
-        if any(shared(j.params) != shared(first) for j in jobs):
+        if any(batch_key(j.params) != batch_key(first) for j in jobs):
             raise ValueError("denoise_batch: jobs must share width, height, steps, sampler and cache_interval")
         sampler = get_sampler(first.sampler)
         scheduler = sampler.make_scheduler(self.scheduler_config)  # fresh: schedulers are stateful
@@ -287,13 +235,11 @@ class DenoiserEngine:
         cancelled: list[DenoiseCancelled | None] = [None] * len(jobs)
 
         def on_step(done: int, total: int) -> bool:
-            self.steps_run = done
             for k, job in enumerate(jobs):
                 if cancelled[k] is None and job.on_step is not None and job.on_step(done, total) is False:
                     cancelled[k] = DenoiseCancelled(done, total)
             return not all(c is not None for c in cancelled)  # stop once every job is cancelled
 
-        self.steps_run = 0
         latents, _ = denoising_loop(
             scheduler, latents, predict_noise, step_kwargs=step_kwargs, on_step=on_step
         )

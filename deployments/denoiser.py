@@ -1,10 +1,12 @@
 """`Denoiser` deployment: batched diffusion sampling with per-step progress, cancellation and VAE decode.
 
-Concurrent requests are batched with `@serve.batch`; within a batch, requests that share size,
-sampler and steps run through one sampling loop (one UNet call per step for all of them), other
-groups run one after another. The whole loop runs inside the replica (in a worker thread, so the
-event loop keeps streaming progress). VAE decode runs here too: shipping latents to another
-deployment would cost a hop for a decode that is a small share of the work (see README).
+Concurrent requests are batched with `@serve.batch`; within a batch, requests that share
+``denoisers.engine.batch_key`` (size, sampler, steps, cache_interval) run through one sampling loop
+(one UNet call per step for all of them), other groups run one after another. The whole loop runs
+inside the replica (in a worker thread, so the event loop keeps streaming progress). VAE decode
+runs here too: shipping latents to another deployment would cost a hop for a decode that is a small
+share of the work (see README). The replica holds a DenoiserEngine (through
+``DenoiserEngineProtocol``): UNet, VAE and scheduler config, no text encoder.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from dataclasses import dataclass, field
 import torch
 from ray import serve
 
-from denoisers.engine import DenoiseCancelled, DenoiseJob, DenoiserEngine
+from denoisers.engine import DenoiseCancelled, DenoiseJob, DenoiserEngine, batch_key
+from denoisers.protocol import DenoiserEngineProtocol
 from triptych.config import BatchOptions
 from triptych.types import GeneratedImages, ImageParams, ImageProgress
 
@@ -31,16 +34,13 @@ class _Request:
     params: ImageParams
     cancelled: threading.Event = field(default_factory=threading.Event)
 
-    @property
-    def group(self) -> tuple:
-        p = self.params
-        return (p.width, p.height, p.steps, p.sampler, p.cache_interval)
-
 
 @serve.deployment
 class Denoiser:
     def __init__(self, model_path: str, batch: BatchOptions, max_image_size: int):
-        self._engine = DenoiserEngine.from_pretrained(model_path, max_image_size=max_image_size)
+        self._engine: DenoiserEngineProtocol = DenoiserEngine.from_pretrained(
+            model_path, max_image_size=max_image_size
+        )
         self._generate_batch.set_max_batch_size(batch.max_batch_size)
         self._generate_batch.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
         self._steps_run = 0
@@ -68,7 +68,7 @@ class Denoiser:
         finished: set[int] = set()
         groups: dict[tuple, list[int]] = {}
         for index, request in enumerate(requests):
-            groups.setdefault(request.group, []).append(index)
+            groups.setdefault(batch_key(request.params), []).append(index)
         for members in groups.values():
             async for per_member in self._run_group([requests[i] for i in members]):
                 events: list = [StopIteration if i in finished else None for i in range(len(requests))]

@@ -1,4 +1,4 @@
-"""`LLMDecoder` deployment: streams TextDeltas from prompt ids + visual embeddings (LLMEngine)."""
+"""`LLMDecoder` deployment: streams TextDeltas from prompt ids + visual embeddings (DecoderEngineProtocol)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 from ray import serve
 
 from decoders.engine import LLMEngine
+from decoders.protocol import DecoderEngineProtocol
 from models import load_language_model
 from triptych.types import DecoderInfo, SamplingParams, TextDelta
 
@@ -15,11 +16,11 @@ from triptych.types import DecoderInfo, SamplingParams, TextDelta
 @serve.deployment
 class LLMDecoder:
     def __init__(self, model_path: str):
-        self._engine = LLMEngine(load_language_model(model_path))
+        self._engine: DecoderEngineProtocol = LLMEngine(load_language_model(model_path))
         self._requests = 0
 
     def info(self) -> DecoderInfo:
-        return DecoderInfo(model_id=self._engine.model_id, context_length=self._engine.context_length)
+        return self._engine.info()
 
     def generate(
         self, prompt_ids: list[int], image_embeds: Sequence[torch.Tensor], params: SamplingParams

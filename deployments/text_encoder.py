@@ -1,4 +1,8 @@
-"""`TextEncoder` deployment: prompt -> CLIP text embeddings (T, D), for the denoiser stage."""
+"""`TextEncoder` deployment: prompt -> CLIP text embeddings (T, D), for the denoiser stage.
+
+Holds a TextEncoderEngine (through ``TextEncoderEngineProtocol``): the replica loads only the
+model's text encoder and tokenizer, never its UNet or VAE.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,19 @@ import asyncio
 import torch
 from ray import serve
 
-from denoisers.engine import DenoiserEngine
+from denoisers.protocol import TextEncoderEngineProtocol
+from denoisers.text_encoder import TextEncoderEngine
 from triptych.types import TextEncoderInfo
 
 
 @serve.deployment
 class TextEncoder:
     def __init__(self, model_path: str):
-        # Loads the whole SD directory with diffusers' loader, then keeps only the text side.
-        engine = DenoiserEngine.from_pretrained(model_path)
-        engine.unet = engine.vae = None
-        self._engine = engine
+        self._engine: TextEncoderEngineProtocol = TextEncoderEngine.from_pretrained(model_path)
         self._prompts_encoded = 0
 
     def info(self) -> TextEncoderInfo:
-        e = self._engine
-        return TextEncoderInfo(model_id=e.model_id, revision=e.revision, tokenizer_id=e.tokenizer_id)
+        return self._engine.info()
 
     async def encode(self, text: str, field: str) -> torch.Tensor:
         self._prompts_encoded += 1

@@ -1,4 +1,4 @@
-"""`VisionEncoder` deployment: batched image -> VisionFeatures, holding a VisionEncoderEngine."""
+"""`VisionEncoder` deployment: batched image -> VisionFeatures, holding an engine (VisionEngineProtocol)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from ray import serve
 
 from encoders.engine import VisionEncoderEngine
 from encoders.image_io import load_image
+from encoders.protocol import VisionEngineProtocol
 from models import load_vision_tower
 from triptych.config import BatchOptions, Limits
 from triptych.types import VisionInfo
@@ -16,7 +17,7 @@ from triptych.types import VisionInfo
 @serve.deployment
 class VisionEncoder:
     def __init__(self, model_path: str, batch: BatchOptions, limits: Limits):
-        self._engine = VisionEncoderEngine(load_vision_tower(model_path))
+        self._engine: VisionEngineProtocol = VisionEncoderEngine(load_vision_tower(model_path))
         self._limits = limits
         self.encode.set_max_batch_size(batch.max_batch_size)
         self.encode.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
@@ -24,7 +25,7 @@ class VisionEncoder:
         self._batches = 0
 
     def info(self) -> VisionInfo:
-        return VisionInfo.from_fingerprint(self._engine.fingerprint, self._engine.num_visual_tokens)
+        return self._engine.info()
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def encode(self, images: list[bytes]) -> list:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from triptych.types import VisionFeatures
+from triptych.types import VisionFeatures, VisionInfo
 
 from .vision_tower import VisionTower
 
@@ -35,6 +35,10 @@ class VisionEncoderEngine:
     def num_visual_tokens(self) -> int:
         """N, patch tokens per image before pruning."""
         return self.tower.num_patches
+
+    def info(self) -> VisionInfo:
+        """Model id, revision and preprocessing config (from ``fingerprint``) and tokens per image."""
+        return VisionInfo.from_fingerprint(self.fingerprint, self.num_visual_tokens)
 
     def encode(self, images: list[Image.Image]) -> list[VisionFeatures]:
         """Encode RGB images (see ``encoders.image_io.load_image``) in one batch."""

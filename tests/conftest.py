@@ -73,6 +73,14 @@ def engine(tiny_sd_dir):
 
 
 @pytest.fixture(scope="module")
-def prompts(engine):
+def text_engine(tiny_sd_dir):
+    """A fresh TextEncoderEngine on the tiny SD checkpoint, per test module."""
+    from denoisers import TextEncoderEngine
+
+    return TextEncoderEngine.from_pretrained(tiny_sd_dir)
+
+
+@pytest.fixture(scope="module")
+def prompts(text_engine):
     """(cond, uncond) embeddings (T, D) of "a red circle" and the empty prompt."""
-    return engine.encode_prompt("a red circle"), engine.encode_prompt("", allow_empty=True)
+    return text_engine.encode_prompt("a red circle"), text_engine.encode_prompt("", allow_empty=True)

@@ -148,9 +148,15 @@ def test_batched_jobs_share_the_interval(engine, prompts):
 
 
 def test_cancellation_still_stops_within_one_step(engine, prompts):
+    steps_seen: list[int] = []
+
+    def on_step(done: int, total: int) -> bool:
+        steps_seen.append(done)
+        return done < 4
+
     with pytest.raises(DenoiseCancelled) as err:
-        engine.denoise(*prompts, replace(BASE, steps=10, cache_interval=3), lambda done, total: done < 4)
-    assert err.value.steps_run == 4 and engine.steps_run == 4
+        engine.denoise(*prompts, replace(BASE, steps=10, cache_interval=3), on_step)
+    assert err.value.steps_run == 4 and steps_seen == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("value", [0, -1, MAX_CACHE_INTERVAL + 1, 2.5, True, "3"])

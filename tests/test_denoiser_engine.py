@@ -1,13 +1,16 @@
-"""DenoiserEngine on the tiny checkpoint: prompts, reproducibility, pipeline parity, cancellation, limits."""
+"""DenoiserEngine on the tiny checkpoint: loading, reproducibility, pipeline parity, batching, cancellation, limits.
+
+Prompt embeddings come from TextEncoderEngine (``prompts`` / ``text_engine`` in conftest.py)."""
 
 import io
+import shutil
 from dataclasses import replace
 
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from denoisers import DenoiseCancelled, DenoiseJob, DenoiserEngine, validate_image_params
+from denoisers import DenoiseCancelled, DenoiseJob, DenoiserEngine, batch_key, validate_image_params
 from denoisers.samplers import make_scheduler
 from triptych.errors import RequestError
 from triptych.types import ImageParams
@@ -23,51 +26,24 @@ def png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-# -- text_encode -----------------------------------------------------------------------------------
-
-
-def test_encode_prompt_shape_and_cache_identity(engine, tiny_sd_dir):
-    emb = engine.encode_prompt("a red circle")
-    assert emb.shape == (77, 32) and emb.dtype == torch.float32 and emb.device.type == "cpu"
-    assert torch.equal(emb, engine.encode_prompt("a red circle"))
-    assert not torch.equal(emb, engine.encode_prompt("a blue square"))
-    assert engine.model_id == "tiny-sd"
-    assert len(engine.revision) == 16 and len(engine.tokenizer_id) == 16
-    other = DenoiserEngine.from_pretrained(tiny_sd_dir)
-    assert (other.revision, other.tokenizer_id) == (engine.revision, engine.tokenizer_id)
-
-
-@pytest.mark.parametrize("text", ["", "   \n"])
-def test_empty_prompt_is_rejected(engine, text):
-    with pytest.raises(RequestError) as err:
-        engine.encode_prompt(text)
-    assert err.value.field == "prompt"
-    assert engine.encode_prompt(text, field="negative_prompt", allow_empty=True).shape == (77, 32)
-
-
-def test_prompt_longer_than_the_text_encoder_is_rejected_not_truncated(engine):
-    assert engine.max_prompt_tokens == 75
-    assert engine.encode_prompt("a " * 75).shape == (77, 32)  # "a" is one token: exactly the limit
-    with pytest.raises(RequestError) as err:
-        engine.encode_prompt("a " * 76)
-    assert err.value.field == "prompt"
-    assert "76 tokens" in err.value.message and "at most 75" in err.value.message
-    assert "not truncated" in err.value.message
-    with pytest.raises(RequestError) as err:
-        engine.encode_prompt("a " * 80, field="negative_prompt", allow_empty=True)
-    assert err.value.field == "negative_prompt"
-
-
 # -- denoise + decode ------------------------------------------------------------------------------
+
+
+def test_loads_without_the_text_encoder_and_tokenizer(engine, tiny_sd_dir, tmp_path, prompts):
+    """UNet, VAE and scheduler config are all the denoiser reads: the other folders may be absent."""
+    only = tmp_path / "tiny-sd"
+    for sub in ("unet", "vae", "scheduler"):
+        shutil.copytree(tiny_sd_dir / sub, only / sub)
+    alone = DenoiserEngine.from_pretrained(only)
+    assert not hasattr(alone, "text_encoder") and alone.scheduler_config == engine.scheduler_config
+    assert torch.equal(alone.denoise(*prompts, BASE), engine.denoise(*prompts, BASE))
 
 
 def test_same_seed_gives_identical_latents_and_pngs_across_engines(engine, tiny_sd_dir, prompts):
     params = replace(BASE, seed=1234, n=2)
     a = engine.denoise(*prompts, params)
     second = DenoiserEngine.from_pretrained(tiny_sd_dir)
-    b = second.denoise(
-        second.encode_prompt("a red circle"), second.encode_prompt("", allow_empty=True), params
-    )
+    b = second.denoise(*prompts, params)
     assert a.shape == (2, 4, 8, 8)
     assert torch.equal(a, b)
     assert [png_bytes(i) for i in engine.decode(a)] == [png_bytes(i) for i in second.decode(b)]
@@ -82,7 +58,7 @@ def test_seeds_pick_the_images(engine, prompts):
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
-def test_matches_the_diffusers_pipeline_bit_for_bit(engine, tiny_sd_dir, sampler):
+def test_matches_the_diffusers_pipeline_bit_for_bit(engine, text_engine, tiny_sd_dir, sampler):
     pipe = StableDiffusionPipeline.from_pretrained(tiny_sd_dir, safety_checker=None, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = make_scheduler(sampler, pipe.scheduler.config)
@@ -92,8 +68,8 @@ def test_matches_the_diffusers_pipeline_bit_for_bit(engine, tiny_sd_dir, sampler
         "a red circle", negative_prompt="blurry", num_inference_steps=params.steps,
         guidance_scale=params.guidance_scale, latents=noise.clone(), output_type="latent",
     ).images  # fmt: skip
-    cond = engine.encode_prompt("a red circle")
-    uncond = engine.encode_prompt("blurry", field="negative_prompt", allow_empty=True)
+    cond = text_engine.encode_prompt("a red circle")
+    uncond = text_engine.encode_prompt("blurry", field="negative_prompt", allow_empty=True)
     assert torch.equal(engine.denoise(cond, uncond, params), expected)
 
 
@@ -124,7 +100,6 @@ def test_on_step_false_stops_the_loop_within_one_step(engine, prompts):
 
     with pytest.raises(DenoiseCancelled) as err:
         engine.denoise(*prompts, replace(BASE, steps=20), on_step)
-    assert engine.steps_run == 2
     assert (err.value.steps_run, err.value.total) == (2, 20)
     assert calls == [(1, 20), (2, 20)]
 
@@ -132,21 +107,52 @@ def test_on_step_false_stops_the_loop_within_one_step(engine, prompts):
 def test_on_step_returning_none_continues(engine, prompts):
     calls = []
     engine.denoise(*prompts, replace(BASE, steps=3), lambda done, total: calls.append(done))
-    assert calls == [1, 2, 3] and engine.steps_run == 3
+    assert calls == [1, 2, 3]
+
+
+def recording(seen: list[int], stop_after: int | None = None):
+    """An on_step that records the steps it saw and cancels after ``stop_after`` (None: never)."""
+
+    def on_step(done: int, total: int) -> bool:
+        seen.append(done)
+        return stop_after is None or done < stop_after
+
+    return on_step
 
 
 def test_batch_cancellation_is_per_job(engine, prompts):
     cond, uncond = prompts
     params = replace(BASE, steps=5)
-    stop_at_2 = DenoiseJob(cond, uncond, params, on_step=lambda done, total: done < 2)
-    keep_going = DenoiseJob(cond, uncond, replace(params, seed=7, n=2))
+    seen_a, seen_b = [], []
+    stop_at_2 = DenoiseJob(cond, uncond, params, on_step=recording(seen_a, 2))
+    keep_going = DenoiseJob(cond, uncond, replace(params, seed=7, n=2), on_step=recording(seen_b))
     cancelled, latents = engine.denoise_batch([stop_at_2, keep_going])
     assert isinstance(cancelled, DenoiseCancelled) and cancelled.steps_run == 2
-    assert latents.shape == (2, 4, 8, 8) and engine.steps_run == 5
-    engine.denoise_batch([stop_at_2, replace(keep_going, on_step=lambda done, total: False)])
-    assert engine.steps_run == 2  # every job cancelled: the loop stops
-    with pytest.raises(ValueError):
-        engine.denoise_batch([stop_at_2, replace(keep_going, params=replace(params, steps=6))])
+    assert latents.shape == (2, 4, 8, 8)
+    assert (seen_a, seen_b) == ([1, 2], [1, 2, 3, 4, 5])  # a cancelled job is not asked again
+
+    unet_calls = []
+    hook = engine.unet.register_forward_hook(lambda *_: unet_calls.append(1))
+    try:
+        both = engine.denoise_batch([stop_at_2, replace(keep_going, on_step=lambda done, total: False)])
+    finally:
+        hook.remove()
+    assert [c.steps_run for c in both] == [2, 1]
+    assert len(unet_calls) == 2  # every job cancelled after step 2: the loop stops there
+
+
+@pytest.mark.parametrize(
+    "change", [{"width": 32}, {"height": 32}, {"steps": 6}, {"sampler": "ddim"}, {"cache_interval": 2}]
+)
+def test_jobs_batch_together_only_when_their_batch_key_agrees(engine, prompts, change):
+    cond, uncond = prompts
+    other = replace(BASE, **change)
+    assert batch_key(other) != batch_key(BASE)
+    with pytest.raises(ValueError, match="share"):
+        engine.denoise_batch([DenoiseJob(cond, uncond, BASE), DenoiseJob(cond, uncond, other)])
+    free = replace(BASE, seed=9, n=2, guidance_scale=3.0)  # seeds, n and guidance may differ
+    assert batch_key(free) == batch_key(BASE)
+    assert len(engine.denoise_batch([DenoiseJob(cond, uncond, BASE), DenoiseJob(cond, uncond, free)])) == 2
 
 
 # -- validation ------------------------------------------------------------------------------------

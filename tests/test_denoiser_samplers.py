@@ -45,8 +45,8 @@ def engine(tiny_sd_dir):
 
 
 @pytest.fixture(scope="module")
-def prompts(engine):
-    return engine.encode_prompt(PROMPT), engine.encode_prompt("", allow_empty=True)
+def prompts(text_engine):
+    return text_engine.encode_prompt(PROMPT), text_engine.encode_prompt("", allow_empty=True)
 
 
 def sample(engine, prompts, sampler, steps, seed=0):

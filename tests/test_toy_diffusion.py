@@ -1,15 +1,14 @@
-"""The shipped toy text-to-image checkpoint (toy/checkpoints/toy-sd): loads through DenoiserEngine,
-draws what the prompt asks for (graded by the oracle from the pixels), reproducibly."""
+"""The shipped toy text-to-image checkpoint (toy/checkpoints/toy-sd): loads through TextEncoderEngine and
+DenoiserEngine, draws what the prompt asks for (graded by the oracle from the pixels), reproducibly."""
 
 import io
 import json
 
 import pytest
 
-from denoisers import DenoiserEngine
 from denoisers.samplers.base import MODEL_KEYS
 from toy import world
-from toy.diffusion_eval import TOY_SD_DIR, SamplerSetting, evaluate, generate
+from toy.diffusion_eval import TOY_SD_DIR, SamplerSetting, evaluate, generate, load_toy_engine
 from toy.train_diffusion import SD_SCHEDULE
 from triptych.types import ImageParams
 
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small UNet: per-op o
 @pytest.fixture(scope="module")
 def engine():
     assert (TOY_SD_DIR / "model_index.json").is_file(), f"missing shipped checkpoint {TOY_SD_DIR}"
-    return DenoiserEngine.from_pretrained(TOY_SD_DIR)
+    return load_toy_engine(TOY_SD_DIR)  # T2IEngines: .text and .denoiser
 
 
 def png_bytes(image) -> bytes:
@@ -33,9 +32,10 @@ def test_shipped_checkpoint_is_a_stable_diffusion_directory(engine):
     assert index["_class_name"] == "StableDiffusionPipeline"
     assert index["safety_checker"] == [None, None]
     # The scheduler records the noise schedule the UNet was trained on.
-    assert {k: engine.scheduler_config[k] for k in MODEL_KEYS if k in SD_SCHEDULE} == SD_SCHEDULE
-    assert engine.vae_scale_factor == 4 and engine.latent_channels == 4  # 16x16x4 latents (toy.train_diffusion)
-    assert engine.vae.config.scaling_factor != 0.18215  # measured from the trained VAE's latents
+    denoiser = engine.denoiser
+    assert {k: denoiser.scheduler_config[k] for k in MODEL_KEYS if k in SD_SCHEDULE} == SD_SCHEDULE
+    assert denoiser.vae_scale_factor == 4 and denoiser.latent_channels == 4  # 16x16x4 latents (toy.train_diffusion)
+    assert denoiser.vae.config.scaling_factor != 0.18215  # measured from the trained VAE's latents
     files = [p for p in TOY_SD_DIR.rglob("*") if p.is_file()]
     assert all(p.suffix != ".bin" for p in files)  # safetensors only
     assert sum(p.stat().st_size for p in files) < 12 * 2**20
@@ -65,7 +65,7 @@ def test_same_seed_gives_identical_png(engine):
 def test_engine_request_path(engine):
     """The path the server takes: encode_prompt -> denoise -> decode, n images from seed..seed+n-1."""
     params = ImageParams(width=64, height=64, steps=8, sampler="dpmpp_2m", guidance_scale=5.0, seed=3, n=2)
-    cond, uncond = engine.encode_prompt("a red circle"), engine.encode_prompt("", allow_empty=True)
-    images = engine.decode(engine.denoise(cond, uncond, params))
+    cond, uncond = engine.text.encode_prompt("a red circle"), engine.text.encode_prompt("", allow_empty=True)
+    images = engine.denoiser.decode(engine.denoiser.denoise(cond, uncond, params))
     assert [im.size for im in images] == [(64, 64), (64, 64)]
     assert png_bytes(images[0]) != png_bytes(images[1])  # seeds 3 and 4

@@ -1,9 +1,9 @@
 """Grade a text-to-image checkpoint on held-out toy-world prompts with the oracle, per sampler setting.
 
-Images are sampled through ``DenoiserEngine`` exactly as the server samples them (same noise per
-seed, same samplers), then ``toy.oracle.grade_image`` judges each from its pixels::
+Images are sampled through ``TextEncoderEngine`` + ``DenoiserEngine`` exactly as the server samples
+them (same noise per seed, same samplers), then ``toy.oracle.grade_image`` judges each from its pixels::
 
-    engine = load_toy_engine()                                     # toy/checkpoints/toy-sd
+    engine = load_toy_engine()                                     # toy/checkpoints/toy-sd: T2IEngines
     score = evaluate(engine, SamplerSetting("ddim", 50, 5.0), n=200)
     score.both, score.colour, score.shape                          # fractions in [0, 1]
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from denoisers import DenoiserEngine
+    from denoisers import DenoiserEngine, TextEncoderEngine
 
 TOY_SD_DIR = CHECKPOINTS / "toy-sd"
 DEFAULT_GUIDANCE = 5.0  # the server's default guidance_scale (triptych.config.ImageDefaults)
@@ -76,15 +76,25 @@ class T2IScore:
         return {**asdict(self), "setting": str(self.setting)}
 
 
-def load_toy_engine(model_dir: Path | str = TOY_SD_DIR, **options: Any) -> DenoiserEngine:
-    """``DenoiserEngine.from_pretrained`` on the shipped (or another) toy checkpoint."""
-    from denoisers import DenoiserEngine
+@dataclass(frozen=True)
+class T2IEngines:
+    """A text-to-image checkpoint loaded in one process: its text encoder and its denoiser."""
 
-    return DenoiserEngine.from_pretrained(model_dir, **options)
+    text: TextEncoderEngine
+    denoiser: DenoiserEngine
+
+
+def load_toy_engine(model_dir: Path | str = TOY_SD_DIR, **options: Any) -> T2IEngines:
+    """Both engines on the shipped (or another) toy checkpoint; ``options`` go to ``DenoiserEngine``."""
+    from denoisers import DenoiserEngine, TextEncoderEngine
+
+    return T2IEngines(
+        TextEncoderEngine.from_pretrained(model_dir), DenoiserEngine.from_pretrained(model_dir, **options)
+    )
 
 
 def sample_latents(
-    engine: DenoiserEngine,
+    engine: T2IEngines,
     prompts: Sequence[str],
     setting: SamplerSetting,
     seed: int = 0,
@@ -95,30 +105,30 @@ def sample_latents(
 
     from denoisers import DenoiseJob
 
-    uncond = engine.encode_prompt("", allow_empty=True)  # (T, D)
+    uncond = engine.text.encode_prompt("", allow_empty=True)  # (T, D)
     latents: list[torch.Tensor] = []
     for start in range(0, len(prompts), batch):
         jobs = [
-            DenoiseJob(engine.encode_prompt(prompt), uncond, setting.params(seed + start + k))
+            DenoiseJob(engine.text.encode_prompt(prompt), uncond, setting.params(seed + start + k))
             for k, prompt in enumerate(prompts[start : start + batch])
         ]
-        latents += engine.denoise_batch(jobs)  # per job (1, C, h, w)
+        latents += engine.denoiser.denoise_batch(jobs)  # per job (1, C, h, w)
     return torch.cat(latents)
 
 
 def generate(
-    engine: DenoiserEngine,
+    engine: T2IEngines,
     prompts: Sequence[str],
     setting: SamplerSetting,
     seed: int = 0,
     batch: int = 50,
 ) -> list[Image.Image]:
     """One 64x64 image per prompt, as ``sample_latents`` samples them."""
-    return engine.decode(sample_latents(engine, prompts, setting, seed, batch))
+    return engine.denoiser.decode(sample_latents(engine, prompts, setting, seed, batch))
 
 
 def evaluate(
-    engine: DenoiserEngine,
+    engine: T2IEngines,
     setting: SamplerSetting,
     n: int = 200,
     split: world.Split = "test",
@@ -136,7 +146,7 @@ def evaluate(
     t0 = time.perf_counter()
     latents = sample_latents(engine, [item.prompt for item in items], setting, seed=seed, batch=batch)
     seconds = time.perf_counter() - t0
-    images = engine.decode(latents)
+    images = engine.denoiser.decode(latents)
     grades = [grade_image(image, item) for image, item in zip(images, items)]
     named = [g.position_ok for g in grades if g.position_ok is not None]
     return T2IScore(
