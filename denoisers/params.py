@@ -10,13 +10,15 @@ from __future__ import annotations
 import math
 import secrets
 
+from triptych.config import ImageDefaults
 from triptych.errors import RequestError
 from triptych.types import ImageParams
 
 from .samplers import get_sampler
 
 MIN_STEPS, DEFAULT_MAX_STEPS = 1, 150
-MIN_SIZE, DEFAULT_MAX_SIZE, SIZE_MULTIPLE = 8, 512, 8
+MIN_SIZE, SIZE_MULTIPLE = 8, 8
+DEFAULT_MAX_SIZE = ImageDefaults.model_fields["max_size"].default  # defined once, in the config
 MAX_IMAGES = 8
 MAX_SEED = 2**63 - 1
 MAX_CACHE_INTERVAL = 10  # DeepCache: beyond ~5 the deep features are too stale (see README)
@@ -59,8 +61,9 @@ def validate_image_params(
     g = params.guidance_scale
     if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
         raise RequestError("guidance_scale", f"must be a finite number >= 0, got {g!r}")
-    if not _is_int(params.seed) or not 0 <= params.seed <= MAX_SEED:
-        raise RequestError("seed", f"must be an integer in 0..{MAX_SEED}, got {params.seed!r}")
+    max_seed = MAX_SEED - (params.n - 1)  # image i uses seed + i, and every seed fits an int64 (gRPC)
+    if not _is_int(params.seed) or not 0 <= params.seed <= max_seed:
+        raise RequestError("seed", f"must be an integer in 0..{max_seed} for n={params.n}, got {params.seed!r}")
     if not _is_int(params.cache_interval) or not 1 <= params.cache_interval <= MAX_CACHE_INTERVAL:
         raise RequestError(
             "cache_interval",

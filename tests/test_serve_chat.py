@@ -148,6 +148,67 @@ def test_body_not_json_gets_400(server):
     assert response.status_code == 400 and response.json()["error"]["param"] == "body"
 
 
+def post_chat(server, raw: str) -> httpx.Response:
+    """POST a raw JSON text (so NaN / Infinity literals, which Python's json accepts, reach the server)."""
+    return httpx.post(f"{server.http_url}/v1/chat/completions", content=raw.encode(),
+                      headers={"content-type": "application/json"}, timeout=60)
+
+
+@pytest.mark.parametrize("knob, value, message", [
+    ("temperature", "2.5", "2.5 is outside 0..2"),
+    ("temperature", "2.0000001", "2.0000001 is outside 0..2"),
+    ("temperature", "-0.001", "-0.001 is outside 0..2"),
+    ("temperature", "NaN", "nan is outside 0..2"),
+    ("temperature", "Infinity", "inf is outside 0..2"),
+    ("temperature", '"hot"', "must be a number, got str"),
+    ("top_p", "0", "0.0 is outside (0, 1]"),
+    ("top_p", "1.0000001", "1.0000001 is outside (0, 1]"),
+    ("top_p", "-Infinity", "-inf is outside (0, 1]"),
+    ("max_tokens", "1025", "1025 is outside 1..1024"),
+    ("seed", "18446744073709551616", "18446744073709551616 is outside -2**63..2**64-1"),
+])
+def test_sampling_just_outside_gets_400_stating_the_rule(server, knob, value, message):
+    response = post_chat(server, f'{{"messages": [{{"role": "user", "content": "q"}}], "{knob}": {value}}}')
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == knob
+    assert response.json()["error"]["message"] == message
+
+
+def test_sampling_at_both_ends_is_served(server):
+    for knobs in ('"temperature": 0, "top_p": 1, "max_tokens": 1',
+                  '"temperature": 2, "top_p": 1e-9, "max_tokens": 1, "seed": 18446744073709551615'):
+        response = post_chat(server, f'{{"messages": [{{"role": "user", "content": "q"}}], {knobs}}}')
+        assert response.status_code == 200, response.text
+
+
+def test_data_url_one_byte_over_max_image_bytes_gets_400(server):
+    limit = server.config.limits.max_image_bytes
+    url = "data:image/png;base64," + "A" * (4 * (limit // 3 + 1))  # decodes to limit + 1..3 bytes
+    body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}
+    response = httpx.post(f"{server.http_url}/v1/chat/completions", json=body, timeout=120)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == "messages[0].content[0].image_url.url"
+    assert f"at most {limit} bytes allowed" in error["message"]
+
+
+def test_context_boundary_is_checked_before_any_image_is_encoded(server):
+    """prompt + max_tokens == context is served; one more is a 400 on `messages`, and the new image
+    in that request is never encoded (the edge checks the context before any stage runs)."""
+    def ask(color, max_tokens):
+        body = {"messages": [user_message("q", image_bytes(color))], "max_tokens": max_tokens}
+        return httpx.post(f"{server.http_url}/v1/chat/completions", json=body, timeout=120)
+
+    context = server.deployment_handle("LLMDecoder").info.remote().result().context_length
+    prompt_tokens = ask((11, 12, 13), 1).json()["usage"]["prompt_tokens"]  # same size for every image
+    before = images_encoded(server)
+    over = ask((14, 15, 16), context - prompt_tokens + 1)
+    assert over.status_code == 400 and over.json()["error"]["param"] == "messages", over.text
+    assert f"exceed the context of {context} tokens" in over.json()["error"]["message"]
+    assert images_encoded(server) == before
+    assert ask((14, 15, 16), context - prompt_tokens).status_code == 200
+
+
 @pytest.mark.parametrize("options, images, field", [
     ({"max_tokens": 0}, [], "max_tokens"),
     ({"top_p": 2.0}, [], "top_p"),
@@ -239,3 +300,67 @@ def test_invalid_pruning_budget_is_rejected(server, extra, field):
             "max_tokens": 2, **extra}
     response = httpx.post(f"{server.http_url}/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 400 and response.json()["error"]["param"] == field
+
+
+def decoder_stats(server) -> dict:
+    return server.deployment_handle("LLMDecoder").stats.remote().result()
+
+
+def test_healthz_answers_while_cache_hit_chats_stream_and_the_decoder_reads_by_key(server):
+    """Three streaming cache hits (DivPrune, which runs in the decoder now) hold 3 of the ingress's 4
+    slots; /healthz, asked once all three are streaming, answers before any of them has finished."""
+    image, chats, max_tokens = image_bytes((123, 45, 67)), 3, 200
+    payload = {"model": server.chat_model_path.name, "messages": [user_message("describe", image)],
+               "max_tokens": max_tokens, "pruning_method": "divprune", "visual_token_keep_ratio": 0.25,
+               "stream": True, "stream_options": {"include_usage": True}}
+    assert httpx.post(f"{server.http_url}/v1/chat/completions", json={**payload, "stream": False,
+                      "max_tokens": 2}, timeout=120).json()["usage"]["cache_hit"] is False  # now cached
+    before = decoder_stats(server)
+
+    async def fire():
+        streaming = [asyncio.Event() for _ in range(chats)]
+        finished: list[int] = []
+
+        async def chat(i: int, client: httpx.AsyncClient) -> dict:
+            usage = None
+            async with client.stream("POST", f"{server.http_url}/v1/chat/completions", json=payload) as r:
+                async for line in r.aiter_lines():
+                    if '"content"' in line:
+                        streaming[i].set()
+                    if line.startswith("data: {") and '"usage": {' in line:
+                        usage = json.loads(line.removeprefix("data: "))["usage"]
+            finished.append(i)
+            return usage
+
+        async with httpx.AsyncClient(timeout=120) as client:
+            tasks = [asyncio.ensure_future(chat(i, client)) for i in range(chats)]
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in streaming)), 120)
+            health = await client.get(f"{server.http_url}/healthz")
+            finished_at_health = len(finished)
+            return health, finished_at_health, await asyncio.gather(*tasks)
+
+    health, finished_at_health, usages = asyncio.run(fire())
+    assert health.json() == {"status": "ok"}
+    assert finished_at_health == 0  # every chat was still streaming when /healthz answered
+    assert [(u["cache_hit"], u["completion_tokens"]) for u in usages] == [(True, max_tokens)] * chats
+    assert all(u["visual_tokens_kept"] == -(-u["visual_tokens_in"] // 4) for u in usages)
+    assert all("prune" in u["timings_ms"] and "encode" not in u["timings_ms"] for u in usages)
+    after = decoder_stats(server)
+    assert after["images_by_key"] - before["images_by_key"] == chats  # each hit was sent as a key only
+    assert after["images_given"] == before["images_given"]
+
+
+def test_decoder_says_when_a_key_is_not_cached(server):
+    from deployments.stage_clients import ServeDecoderStage
+    from pipelines.chat_decoder import FeaturesNotCached
+    from triptych.types import SamplingParams, VisualInput
+
+    stage = ServeDecoderStage(server.deployment_handle("LLMDecoder"))
+
+    async def generate():
+        missing = VisualInput("triptych:v1:vision:never-stored", "none", 1)
+        return [d async for d in stage.generate([1, 2, 3], [missing], SamplingParams(max_tokens=2))]
+
+    with pytest.raises(FeaturesNotCached) as info:
+        asyncio.run(generate())
+    assert info.value.key == "triptych:v1:vision:never-stored"

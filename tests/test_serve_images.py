@@ -110,6 +110,33 @@ def test_bad_image_requests_get_400_naming_the_field(server, fields, param):
         assert "dpmpp_2m" in error["message"] and "ddim" in error["message"]
 
 
+@pytest.mark.parametrize("extra, param, message", [
+    ('"guidance_scale": NaN', "guidance_scale", "must be a finite number >= 0, got nan"),
+    ('"guidance_scale": Infinity', "guidance_scale", "must be a finite number >= 0, got inf"),
+    ('"guidance_scale": "7"', "guidance_scale", "must be a number, got str"),
+    ('"steps": 2.5', "steps", "must be an integer"),
+    ('"seed": -1', "seed", "must be an integer in 0..9223372036854775807 for n=1, got -1"),
+    ('"seed": 9223372036854775807, "n": 2', "seed", "in 0..9223372036854775806 for n=2"),
+    ('"size": "520x64"', "size", "multiples of 8 in 8..512, got 520x64"),
+    ('"cache_interval": 0', "cache_interval", "must be an integer in 1..10"),
+])
+def test_image_knobs_just_outside_get_400_stating_the_rule(server, extra, param, message):
+    raw = f'{{"prompt": "x", "steps": 1, {extra}}}'  # raw text: NaN / Infinity literals reach the server
+    response = httpx.post(f"{server.http_url}/v1/images/generations", content=raw.encode(),
+                          headers={"content-type": "application/json"}, timeout=60)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    assert message in response.json()["error"]["message"]
+
+
+def test_image_knobs_at_their_ends_are_served(server):
+    body = {"prompt": "ends", "size": "16x512", "steps": 1, "n": 8, "guidance_scale": 0, "cache_interval": 10,
+            "seed": 2**63 - 8}
+    response = httpx.post(f"{server.http_url}/v1/images/generations", json=body, timeout=120)
+    assert response.status_code == 200, response.text
+    assert [d["seed"] for d in response.json()["data"]] == list(range(2**63 - 8, 2**63))  # all fit an int64
+
+
 @pytest.mark.parametrize("fields, field", [
     ({"prompt": ""}, "prompt"),
     ({"prompt": "x", "steps": 500}, "steps"),
