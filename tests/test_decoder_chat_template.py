@@ -3,7 +3,7 @@
 import pytest
 
 from decoders.chat_template import ChatPromptBuilder
-from decoders.testing import IMAGE, tiny_tokenizer
+from tests.tiny_decoder import IMAGE, tiny_tokenizer
 from triptych.errors import RequestError
 from triptych.types import ChatMessage, ImagePart, TextPart
 

@@ -5,7 +5,7 @@ import torch
 
 from decoders.detokenizer import IncrementalDetokenizer
 from decoders.engine import LLMEngine
-from decoders.testing import tiny_language_model_parts, tiny_tokenizer
+from tests.tiny_decoder import tiny_language_model_parts, tiny_tokenizer
 from triptych.errors import ContextLengthError, RequestError
 from triptych.types import ChatMessage, ImagePart, SamplingParams, TextPart
 

@@ -1,8 +1,8 @@
-"""Tiny, self-contained decoder parts for tests and examples: a byte-level tokenizer with a chat
+"""Test fixture: tiny, self-contained decoder parts: a byte-level tokenizer with a chat
 template plus a randomly initialised ``LlamaForCausalLM`` (no files, no model hub, milliseconds).
 
 ``tiny_language_model_parts()`` returns an object with the same fields as
-``models.LanguageModelParts``, so ``LLMEngine(tiny_language_model_parts())`` works anywhere.
+``decoders.language_model.LanguageModelParts``, so ``LLMEngine(tiny_language_model_parts())`` works anywhere.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ CHAT_TEMPLATE = (
 
 @dataclass(frozen=True)
 class TinyLanguageModelParts:
-    """Same fields as ``models.LanguageModelParts``."""
+    """Same fields as ``decoders.language_model.LanguageModelParts``."""
 
     tokenizer: Any
     model: Any
