@@ -16,7 +16,8 @@ Paths (each one request at a time, same prompt ids, same threads per engine):
 - ``serve_miss`` / ``serve_hit``: through Ray Serve with the gRPC client (``deployments.server.serving``,
   embedded Redis); a fresh image per miss round, one already-cached image for hits.
 - ``local_miss`` / ``local_hit``: the same ``ChatPipeline`` in this process over the engines
-  (``pipelines.local_stages``), the same Redis, with the ingress's request validation: everything
+  (``pipelines.local_stages``, ``pipelines.chat_decoder``), the same Redis, with the ingress's request
+  validation; the decoder side reads cached features by key and prunes, as the replica does: everything
   Serve runs, minus Serve (proxy, gRPC, handles, replica hops, serialisation).
 - ``engine``: ``LLMEngine.generate`` alone, the image's (pruned) features already in hand (no cache,
   no pipeline).
@@ -253,10 +254,11 @@ class ChatBench:
     def measure(self, redis_url: str | None, serve_client) -> None:
         from cache import EmbeddingCache
         from pipelines.chat import ChatPipeline
-        from pipelines.local_stages import LocalDecoderStage, LocalVisionStage
+        from pipelines.chat_decoder import ChatDecoder
+        from pipelines.local_stages import LocalVisionStage
 
-        cache = EmbeddingCache(redis_url)
-        pipeline = ChatPipeline(LocalVisionStage(self.vision, self.limits), LocalDecoderStage(self.llm),
+        cache = EmbeddingCache(redis_url)  # the ingress's and the decoder's (one process: one cache)
+        pipeline = ChatPipeline(LocalVisionStage(self.vision, self.limits), ChatDecoder(self.llm, cache),
                                 cache, self.llm.prompt_builder)  # fmt: skip
         workload = self.args.workload
         hit_request = chat_request(self.hit_image, workload)

@@ -1,33 +1,42 @@
-"""`LLMDecoder` deployment: streams TextDeltas from prompt ids + visual embeddings (DecoderEngineProtocol)."""
+"""`LLMDecoder` deployment: streams TextDeltas from prompt ids + images by cache key (LLMEngine).
+
+The replica reads each image's features from the embedding cache and prunes them itself
+(`pipelines.chat_decoder.ChatDecoder`), so the ingress relays keys, not unpruned features.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator
 
-import torch
 from ray import serve
+from ray.serve.handle import DeploymentHandle
 
 from decoders.engine import LLMEngine
-from decoders.protocol import DecoderEngineProtocol
+from deployments.cache_server import replica_cache
 from models import load_language_model
-from triptych.types import DecoderInfo, SamplingParams, TextDelta
+from pipelines.chat_decoder import ChatDecoder
+from triptych.config import CacheOptions
+from triptych.types import DecoderInfo, SamplingParams, TextDelta, VisualInput
 
 
 @serve.deployment
 class LLMDecoder:
-    def __init__(self, model_path: str):
-        self._engine: DecoderEngineProtocol = LLMEngine(load_language_model(model_path))
+    def __init__(self, model_path: str, cache: CacheOptions, cache_server: DeploymentHandle | None):
+        self._engine = LLMEngine(load_language_model(model_path))
+        self._chat = ChatDecoder(self._engine, replica_cache(cache, cache_server))
         self._requests = 0
 
     def info(self) -> DecoderInfo:
-        return self._engine.info()
+        return DecoderInfo(model_id=self._engine.model_id, context_length=self._engine.context_length)
 
-    def generate(
-        self, prompt_ids: list[int], image_embeds: Sequence[torch.Tensor], params: SamplingParams
-    ) -> Iterator[TextDelta]:
-        # A sync generator: Serve runs it in a thread, so the replica's event loop stays free.
+    async def generate(
+        self, prompt_ids: list[int], images: list[VisualInput], params: SamplingParams
+    ) -> AsyncIterator[TextDelta]:
+        # Cache reads, pruning and every model step run in worker threads: the event loop stays free.
         self._requests += 1
-        yield from self._engine.generate(prompt_ids, image_embeds, params)
+        async for delta in self._chat.generate(prompt_ids, images, params):
+            yield delta
 
     def stats(self) -> dict[str, int]:
-        return {"requests": self._requests}
+        return {"requests": self._requests, "images_by_key": self._chat.images_by_key,
+                "images_given": self._chat.images_given}  # fmt: skip

@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import torch
+from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
+from pipelines.chat_decoder import FeaturesNotCached
 from triptych.types import (
     DecoderInfo,
     GeneratedImages,
@@ -18,6 +20,7 @@ from triptych.types import (
     TextEncoderInfo,
     VisionFeatures,
     VisionInfo,
+    VisualInput,
 )
 
 
@@ -57,11 +60,16 @@ class ServeDecoderStage:
         return await self._info.get()
 
     async def generate(
-        self, prompt_ids: list[int], image_embeds: Sequence[torch.Tensor], params: SamplingParams
+        self, prompt_ids: list[int], images: Sequence[VisualInput], params: SamplingParams
     ) -> AsyncIterator[TextDelta]:
-        stream = self._handle.options(stream=True).generate.remote(prompt_ids, list(image_embeds), params)
-        async for delta in _cancel_on_exit(stream):
-            yield delta
+        stream = self._handle.options(stream=True).generate.remote(prompt_ids, list(images), params)
+        try:
+            async for delta in _cancel_on_exit(stream):
+                yield delta
+        except RayTaskError as exc:  # the replica's own FeaturesNotCached, so the pipeline can fall back
+            if isinstance(exc.cause, FeaturesNotCached):
+                raise exc.cause from None
+            raise
 
 
 class ServeTextEncoderStage:

@@ -17,6 +17,7 @@ from triptych.types import (
     TextEncoderInfo,
     VisionFeatures,
     VisionInfo,
+    VisualInput,
 )
 
 
@@ -30,8 +31,12 @@ class DecoderStage(Protocol):
     async def info(self) -> DecoderInfo: ...
 
     def generate(
-        self, prompt_ids: list[int], image_embeds: Sequence[torch.Tensor], params: SamplingParams
-    ) -> AsyncIterator[TextDelta]: ...
+        self, prompt_ids: list[int], images: Sequence[VisualInput], params: SamplingParams
+    ) -> AsyncIterator[TextDelta]:
+        """Stream the completion; each image is read by cache key (or given) and pruned by the stage.
+
+        Raises `pipelines.chat_decoder.FeaturesNotCached` before the first delta when a key misses."""
+        ...
 
 
 class TextEncoderStage(Protocol):

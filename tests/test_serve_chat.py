@@ -300,3 +300,67 @@ def test_invalid_pruning_budget_is_rejected(server, extra, field):
             "max_tokens": 2, **extra}
     response = httpx.post(f"{server.http_url}/v1/chat/completions", json=body, timeout=60)
     assert response.status_code == 400 and response.json()["error"]["param"] == field
+
+
+def decoder_stats(server) -> dict:
+    return server.deployment_handle("LLMDecoder").stats.remote().result()
+
+
+def test_healthz_answers_while_cache_hit_chats_stream_and_the_decoder_reads_by_key(server):
+    """Three streaming cache hits (DivPrune, which runs in the decoder now) hold 3 of the ingress's 4
+    slots; /healthz, asked once all three are streaming, answers before any of them has finished."""
+    image, chats, max_tokens = image_bytes((123, 45, 67)), 3, 200
+    payload = {"model": server.chat_model_path.name, "messages": [user_message("describe", image)],
+               "max_tokens": max_tokens, "pruning_method": "divprune", "visual_token_keep_ratio": 0.25,
+               "stream": True, "stream_options": {"include_usage": True}}
+    assert httpx.post(f"{server.http_url}/v1/chat/completions", json={**payload, "stream": False,
+                      "max_tokens": 2}, timeout=120).json()["usage"]["cache_hit"] is False  # now cached
+    before = decoder_stats(server)
+
+    async def fire():
+        streaming = [asyncio.Event() for _ in range(chats)]
+        finished: list[int] = []
+
+        async def chat(i: int, client: httpx.AsyncClient) -> dict:
+            usage = None
+            async with client.stream("POST", f"{server.http_url}/v1/chat/completions", json=payload) as r:
+                async for line in r.aiter_lines():
+                    if '"content"' in line:
+                        streaming[i].set()
+                    if line.startswith("data: {") and '"usage": {' in line:
+                        usage = json.loads(line.removeprefix("data: "))["usage"]
+            finished.append(i)
+            return usage
+
+        async with httpx.AsyncClient(timeout=120) as client:
+            tasks = [asyncio.ensure_future(chat(i, client)) for i in range(chats)]
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in streaming)), 120)
+            health = await client.get(f"{server.http_url}/healthz")
+            finished_at_health = len(finished)
+            return health, finished_at_health, await asyncio.gather(*tasks)
+
+    health, finished_at_health, usages = asyncio.run(fire())
+    assert health.json() == {"status": "ok"}
+    assert finished_at_health == 0  # every chat was still streaming when /healthz answered
+    assert [(u["cache_hit"], u["completion_tokens"]) for u in usages] == [(True, max_tokens)] * chats
+    assert all(u["visual_tokens_kept"] == -(-u["visual_tokens_in"] // 4) for u in usages)
+    assert all("prune" in u["timings_ms"] and "encode" not in u["timings_ms"] for u in usages)
+    after = decoder_stats(server)
+    assert after["images_by_key"] - before["images_by_key"] == chats  # each hit was sent as a key only
+    assert after["images_given"] == before["images_given"]
+
+
+def test_decoder_says_when_a_key_is_not_cached(server):
+    from deployments.stage_clients import ServeDecoderStage
+    from pipelines.chat_decoder import FeaturesNotCached
+    from triptych.types import SamplingParams, VisualInput
+
+    stage = ServeDecoderStage(server.deployment_handle("LLMDecoder"))
+
+    async def generate():
+        missing = VisualInput("triptych:v1:vision:never-stored", "none", 1)
+        return [d async for d in stage.generate([1, 2, 3], [missing], SamplingParams(max_tokens=2))]
+
+    with pytest.raises(FeaturesNotCached) as info:
+        asyncio.run(generate())
+    assert info.value.key == "triptych:v1:vision:never-stored"
