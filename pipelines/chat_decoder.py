@@ -58,9 +58,8 @@ class ChatDecoder:
         timings = StageTimings()
         features = await asyncio.gather(*(self._features(image, timings) for image in images))
         embeds = await asyncio.to_thread(_prune, features, images, timings)  # [(K_i, D)]
-        deltas = await asyncio.to_thread(
-            self._engine.generate, prompt_ids, embeds, params
-        )  # validates eagerly
+        # generate() validates and embeds the prompt eagerly: also a worker thread's job
+        deltas = await asyncio.to_thread(self._engine.generate, prompt_ids, embeds, params)
         try:
             while (delta := await asyncio.to_thread(next, deltas, _DONE)) is not _DONE:
                 if delta.finish_reason is not None:
