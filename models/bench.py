@@ -49,9 +49,10 @@ def _build_hf_llava(out: Path) -> None:
         LlavaForConditionalGeneration,
     )
 
-    from .chat_tokenizer import IMAGE, build_chat_tokenizer
+    from .chat_format import IMAGE
+    from .tokenizer_training import train_chat_tokenizer
 
-    tokenizer = build_chat_tokenizer()
+    tokenizer = train_chat_tokenizer()
     tokenizer.model_max_length = CONTEXT_LENGTH  # prompts hold 576 image tokens: no length warnings
     vision_config = CLIPVisionConfig(
         hidden_size=VISION_WIDTH, intermediate_size=4 * VISION_WIDTH, num_hidden_layers=4,

@@ -8,7 +8,7 @@ Two directories under ``root``, written with the real savers so the real loaders
   tower (image 32, patch 8, width 32, 3 layers, feature layer -2) and the same-shaped Llama, plus
   a ``LlavaProcessor`` (CLIP image processor, tokenizer, chat template).
 
-Both share the locally trained chat tokenizer (``models.chat_tokenizer``). Building is
+Both share the locally trained chat tokenizer (``models.tokenizer_training``). Building is
 deterministic (same bytes every time). Each model is built in a temporary directory next to its
 final place and renamed into it (``models.checkpoint_dir``), so concurrent builders never expose a
 half-written directory.
@@ -45,10 +45,10 @@ def _build_open_clip_llava(out: Path) -> None:
 
     from encoders.open_clip_tower import ProjectorMLP
 
-    from .chat_tokenizer import build_chat_tokenizer
     from .sources import open_clip_llava as src
+    from .tokenizer_training import train_chat_tokenizer
 
-    tokenizer = build_chat_tokenizer()
+    tokenizer = train_chat_tokenizer()
     open_clip_config = {
         "embed_dim": 32,
         "quick_gelu": False,
@@ -93,9 +93,10 @@ def _build_hf_llava(out: Path) -> None:
         LlavaForConditionalGeneration,
     )
 
-    from .chat_tokenizer import IMAGE, build_chat_tokenizer
+    from .chat_format import IMAGE
+    from .tokenizer_training import train_chat_tokenizer
 
-    tokenizer = build_chat_tokenizer()
+    tokenizer = train_chat_tokenizer()
     vision_config = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
         image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=32,
@@ -118,7 +119,7 @@ def save_llava_processor(out: Path, tokenizer, image_size: int, patch_size: int)
     """Write a ``LlavaProcessor`` (CLIP image processor + tokenizer + chat template) beside a Llava."""
     from transformers import CLIPImageProcessor, LlavaProcessor
 
-    from .chat_tokenizer import CHAT_TEMPLATE
+    from .chat_format import CHAT_TEMPLATE
 
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": image_size},

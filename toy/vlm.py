@@ -36,7 +36,7 @@ IGNORE = -100  # label of positions without loss
 
 def tokenizer_corpus() -> list[str]:
     """The chat tokenizer's built-in corpus plus toy-world text, so world words are single tokens."""
-    from models.chat_tokenizer import training_corpus
+    from models.tokenizer_training import training_corpus
 
     lines = list(training_corpus())
     rng = random.Random("toy-tokenizer")
@@ -48,10 +48,10 @@ def tokenizer_corpus() -> list[str]:
 
 
 def build_toy_tokenizer():
-    """The locally trained byte-level BPE chat tokenizer (``models.chat_tokenizer``), on the world's text."""
-    from models.chat_tokenizer import build_chat_tokenizer
+    """The locally trained byte-level BPE chat tokenizer (``models.tokenizer_training``), on the world's text."""
+    from models.tokenizer_training import train_chat_tokenizer
 
-    return build_chat_tokenizer(corpus=tokenizer_corpus())
+    return train_chat_tokenizer(corpus=tokenizer_corpus())
 
 
 def llama_config(vocab_size: int, hidden: int = 128, layers: int = 4, heads: int = 8, rope_theta: float = 10000.0):

@@ -9,7 +9,7 @@ with an optional faint noise texture. Everything is a pure function of a seed:
     caption(scene)                              # "a large red circle at the top-left and a small ..."
     questions(scene)                            # [QA(question, answer, qtype), ...]
 
-Vocabulary (every word is in ``models.chat_tokenizer``'s training corpus):
+Vocabulary (every word is in ``models.tokenizer_training``'s corpus):
 
 - shapes ``SHAPES``: circle, square, triangle, diamond, cross
 - colours ``COLOURS``: red, green, blue, yellow, purple, cyan (RGB in ``PALETTE``)

@@ -1,14 +1,8 @@
-"""A small byte-level BPE chat tokenizer trained locally (no hub), with Triptych's chat template.
+"""Train the small byte-level BPE chat tokenizer locally (no hub), in milliseconds.
 
-Used by the generated model profiles. Byte-level BPE means any text round-trips (no ``<unk>`` in
-practice); ``<image>`` is a special token so it is never split. The chat template renders
-OpenAI-style messages (content a string or a list of ``{"type": "text", "text": ...}`` /
-``{"type": "image"}`` parts) as::
-
-    <s>user:<image> what colour is the square?</s>assistant: red</s>
-
-and ends with ``assistant:`` when ``add_generation_prompt`` is true. The template emits ``<s>``
-itself, so encode rendered prompts with ``add_special_tokens=False``.
+Used when a checkpoint is generated (the ``tiny`` and ``bench`` profiles, the toy VLM's training).
+Byte-level BPE means any text round-trips (no ``<unk>`` in practice). The trained tokenizer carries
+Triptych's chat format (``models.chat_format``: special tokens, chat template).
 """
 
 from __future__ import annotations
@@ -16,26 +10,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-BOS, EOS, PAD, UNK, IMAGE = "<s>", "</s>", "<pad>", "<unk>", "<image>"
-SPECIAL_TOKENS = [UNK, BOS, EOS, PAD, IMAGE]  # ids 0..4 in this order
-
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{{ message['role'] }}:"
-    "{% if message['content'] is string %}"
-    "{{ ' ' + message['content'] }}"
-    "{% else %}"
-    "{% for part in message['content'] %}"
-    "{% if part['type'] in ('image', 'image_url') %}{{ '<image>' }}"
-    "{% elif part['type'] == 'text' %}{{ ' ' + part['text'] }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% endif %}"
-    "{{ eos_token }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}assistant:{% endif %}"
-)
+from .chat_format import BOS, CHAT_TEMPLATE, EOS, IMAGE, PAD, SPECIAL_TOKENS, UNK
 
 _WORDS = {
     "shapes": "circle square triangle rectangle star hexagon diamond oval line dot ring cross heart arrow",
@@ -79,7 +54,7 @@ def training_corpus() -> list[str]:
     return lines
 
 
-def build_chat_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
+def train_chat_tokenizer(vocab_size: int = 512, corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer on ``corpus`` (default: ``training_corpus()``), in milliseconds."""
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
