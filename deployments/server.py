@@ -104,8 +104,8 @@ def serving(
             runtime_env={"env_vars": RUNTIME_ENV_VARS},
         )
     try:
-        if joined:
-            _refuse_to_replace_other_apps(set(app_configs))
+        # Serve already running on a joined cluster: add our apps and later remove only them.
+        serve_was_running = joined and _refuse_to_replace_other_apps(set(app_configs))
         serve.start(
             proxy_location=serve_config.proxy_location,
             http_options=serve_config.http_options.model_dump(),
@@ -125,7 +125,7 @@ def serving(
         )
     finally:
         try:
-            if joined:
+            if serve_was_running:
                 for name in app_configs:
                     serve.delete(name)
             else:
@@ -152,19 +152,21 @@ def _wait_until_running(app_names: list[str], timeout_s: float = READY_TIMEOUT_S
         time.sleep(0.2)
 
 
-def _refuse_to_replace_other_apps(ours: set[str]) -> None:
-    """Deploying a config is declarative: it would delete the cluster's other applications."""
+def _refuse_to_replace_other_apps(ours: set[str]) -> bool:
+    """True when Serve already runs on the cluster. Deploying a config is declarative: it would delete
+    the cluster's other applications, so their presence is an error."""
     from ray import serve
+    from ray.serve.context import _get_global_client
 
-    try:
-        others = set(serve.status().applications) - ours
-    except Exception:  # noqa: BLE001  Serve not running on that cluster yet: nothing to replace
-        return
+    if _get_global_client(raise_if_no_controller_running=False) is None:
+        return False  # no Serve on that cluster yet: this process starts (and later stops) it
+    others = set(serve.status().applications) - ours
     if others:
         raise DeployError(
             f"the cluster already runs Serve applications {sorted(others)}; deploying Triptych's config "
             "would replace them. Add them to one config file and use `serve deploy`, or use another cluster."
         )
+    return True
 
 
 def _loopback_if_any(host: str) -> str:

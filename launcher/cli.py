@@ -53,9 +53,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     _warn_if_open(serve_config.http_options.host)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         with serving(serve_config=serve_config, app_configs=app_configs, address=args.address) as server:
+            # After ray.init: Ray's core worker installs its own SIGTERM handler (it aborts the process)
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
             print(f"Triptych is serving: HTTP {server.http_url}/v1  gRPC {server.grpc_target}  "
                   f"(chat {server.chat_model_path.name}, images {server.image_model_path.name}, "
                   f"cache {server.redis_url}). Ctrl-C to stop.", flush=True)

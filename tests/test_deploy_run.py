@@ -1,0 +1,179 @@
+"""One config file, three ways up: `serve run deploy/local.yaml`, `serve deploy` onto a `ray start --head`
+that this module starts and stops, and `triptych serve --config ... [--address ...]`. Each serves chat
+and images to the official `openai` client and chat to a gRPC client; joining a cluster leaves it running.
+
+Every command runs in its own process; the copies of deploy/local.yaml differ only in their ports.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from openai import OpenAI
+
+from launcher.client import TriptychClient
+from tests.serving import data_url
+from triptych.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DEMO_IMAGE = (ROOT / "launcher" / "assets" / "demo.png").read_bytes()
+ENV = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "REDIS_URL")}
+ENV.update(RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0")
+READY_S = 300
+
+
+def _config_copy(tmp_path: Path) -> tuple[Path, int, int]:
+    """deploy/local.yaml with free HTTP and gRPC ports."""
+    raw = yaml.safe_load((ROOT / "deploy" / "local.yaml").read_text())
+    http_port, grpc_port = free_port(), free_port()
+    raw["http_options"]["port"], raw["grpc_options"]["port"] = http_port, grpc_port
+    path = tmp_path / f"local-{http_port}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, http_port, grpc_port
+
+
+def _wait_http(http_port: int, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + READY_S
+    while time.monotonic() < deadline:
+        assert process is None or process.poll() is None, "the server process exited while starting"
+        try:
+            if httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"nothing answered /healthz on port {http_port} within {READY_S} s")
+
+
+def _exercise(http_port: int, grpc_port: int) -> None:
+    """Chat (with an image) and text-to-image through `openai`, chat through gRPC."""
+    client = OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused", max_retries=0, timeout=300)
+    chat_model, image_model = (m.id for m in client.models.list().data)
+    reply = client.chat.completions.create(model=chat_model, max_tokens=8, messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": data_url(DEMO_IMAGE)}},
+        {"type": "text", "text": "what colour is the square?"}]}])
+    assert reply.choices[0].message.content and reply.usage.visual_tokens_in > 0
+    images = client.images.generate(model=image_model, prompt="a red circle", n=1, size="64x64",
+                                    response_format="b64_json", extra_body={"steps": 2, "seed": 1})
+    assert images.data[0].b64_json
+    with TriptychClient(f"127.0.0.1:{grpc_port}") as grpc_client:
+        messages = list(grpc_client.chat("what colour is the square?", [DEMO_IMAGE], max_tokens=4))
+    assert messages[-1].HasField("usage") and messages[-1].usage.cache_hit  # the HTTP request cached it
+
+
+def _cli(tool: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `ray ...` / `serve ...` from the venv; the caller checks the outcome."""
+    return subprocess.run([str(BIN / tool), *args], cwd=ROOT, env=ENV, capture_output=True, text=True, check=False)
+
+
+def _stop(process: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 120) -> str:
+    process.send_signal(sig)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return output or ""
+
+
+def _not_serving(http_port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=2)
+    except httpx.HTTPError:
+        return True
+    return False
+
+
+def test_serve_run_the_config_file(tmp_path):
+    path, http_port, grpc_port = _config_copy(tmp_path)
+    process = subprocess.Popen([str(BIN / "serve"), "run", str(path), "--address", "local"], cwd=ROOT,
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_http(http_port, process)
+        _exercise(http_port, grpc_port)
+    finally:
+        _stop(process)
+    assert _not_serving(http_port)
+
+
+def _triptych_serve(path: Path, *extra: str) -> subprocess.Popen:
+    process = subprocess.Popen([str(BIN / "triptych"), "serve", "--config", str(path), *extra], cwd=ROOT,
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:  # bounded by pytest-timeout
+        if "Triptych is serving" in line:
+            return process
+    raise AssertionError(f"triptych serve exited ({process.wait()}) before serving")
+
+
+def test_triptych_serve_the_config_file_until_sigterm(tmp_path):
+    path, http_port, grpc_port = _config_copy(tmp_path)
+    process = _triptych_serve(path)
+    try:
+        _exercise(http_port, grpc_port)
+    finally:
+        output = _stop(process, signal.SIGTERM)
+    assert process.returncode == 0 and "Triptych stopped." in output, output
+    assert _not_serving(http_port)
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A `ray start --head` cluster of this module's own (own ports and temp dir), stopped at the end."""
+    gcs_port, dashboard_port = free_port(), free_port()
+    temp_dir = Path(f"/tmp/rt-{gcs_port}")
+    ports = {flag: str(free_port()) for flag in ("--ray-client-server-port", "--dashboard-agent-listen-port",
+                                                  "--dashboard-agent-grpc-port", "--metrics-export-port",
+                                                  "--runtime-env-agent-port", "--node-manager-port",
+                                                  "--object-manager-port")}
+    process = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={gcs_port}", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}", f"--temp-dir={temp_dir}",
+         "--num-cpus=2", "--disable-usage-stats", *(f"{flag}={port}" for flag, port in ports.items())],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while _cli("ray", "status", f"--address=127.0.0.1:{gcs_port}").returncode != 0:
+            assert process.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
+            time.sleep(1)
+        yield f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dashboard_port}", _config_copy(tmp_path_factory.mktemp("head"))
+    finally:
+        _stop(process, signal.SIGTERM)
+
+
+def test_triptych_serve_joins_a_cluster_and_leaves_it_running(head):
+    gcs, dashboard, (path, http_port, grpc_port) = head
+    process = _triptych_serve(path, "--address", gcs)
+    try:
+        _exercise(http_port, grpc_port)
+    finally:
+        output = _stop(process, signal.SIGTERM)
+    assert process.returncode == 0, output
+    assert _cli("ray", "status", f"--address={gcs}").returncode == 0  # the cluster is still up
+    status = yaml.safe_load(_cli("serve", "status", "-a", dashboard).stdout)
+    assert not status.get("applications")  # Triptych's app (and the Serve it started) are gone
+
+
+def test_serve_deploy_onto_the_running_cluster(head):
+    _, dashboard, (path, http_port, grpc_port) = head
+    deployed = _cli("serve", "deploy", str(path), "-a", dashboard)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    try:
+        deadline = time.monotonic() + READY_S
+        while True:
+            status = yaml.safe_load(_cli("serve", "status", "-a", dashboard).stdout or "{}")
+            app = (status.get("applications") or {}).get("triptych", {})
+            assert app.get("status") != "DEPLOY_FAILED", app
+            if app.get("status") == "RUNNING":
+                break
+            assert time.monotonic() < deadline, f"not RUNNING after {READY_S} s: {app}"
+            time.sleep(1)
+        _exercise(http_port, grpc_port)
+    finally:
+        _cli("serve", "shutdown", "-y", "-a", dashboard)
