@@ -19,6 +19,7 @@ from deployments.cache_server import CacheServer
 from deployments.denoiser import Denoiser
 from deployments.ingress import TriptychIngress
 from deployments.llm_decoder import LLMDecoder
+from deployments.serve_config import check_defaults
 from deployments.text_encoder import TextEncoder
 from deployments.vision_encoder import VisionEncoder
 from models.profiles import resolve_chat_model, resolve_image_model
@@ -27,7 +28,9 @@ from triptych.config import TriptychConfig, load_config
 
 def app_builder(args: Mapping[str, Any] | None = None) -> Application:
     """Serve's builder entry point: config-file `args` -> the Triptych application."""
-    return build_app(load_config(args, source="the application's args"))
+    config = load_config(args, source="the application's args")
+    check_defaults(config, source="the application's args")
+    return build_app(config)
 
 
 def build_app(config: TriptychConfig) -> Application:

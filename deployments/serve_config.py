@@ -18,7 +18,12 @@ import yaml
 from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
+from decoders.sampling import check_sampling_params
+from denoisers.params import validate_image_params
+from encoders.pruning import get_pruner
 from triptych.config import ConfigError, TriptychConfig, load_config, validation_problem
+from triptych.errors import RequestError
+from triptych.types import ImageParams, SamplingParams
 
 APP_NAME = "triptych"
 BUILDER = "deployments.app:app_builder"
@@ -61,6 +66,7 @@ def validate_serve_config(
             continue
         try:
             configs[app.name] = load_config(app.args, source)
+            check_defaults(configs[app.name], source)
         except ConfigError as exc:
             problems += [f"applications[{index}].args.{problem}" for problem in exc.problems]
     if problems:
@@ -68,6 +74,32 @@ def validate_serve_config(
     if not configs:
         raise ConfigError(source, [f"applications: no application has import_path {BUILDER!r}"])
     return schema, configs
+
+
+def check_defaults(config: TriptychConfig, source: str) -> None:
+    """The server's request defaults obey the same rules as a request (else every request omitting the
+    field would fail): ConfigError naming `chat.<field>` / `images.<field>`."""
+    chat, images = config.chat, config.images
+    checks = {
+        "chat": lambda: (
+            check_sampling_params(SamplingParams(chat.max_tokens, chat.temperature, chat.top_p),
+                                  config.limits.max_tokens),
+            get_pruner(chat.pruning_method),
+        ),
+        "images": lambda: validate_image_params(
+            ImageParams(images.width, images.height, images.steps, images.sampler, images.guidance_scale,
+                        seed=0, n=1, cache_interval=images.cache_interval),
+            max_size=images.max_size,
+        ),
+    }
+    problems = []
+    for section, check in checks.items():
+        try:
+            check()
+        except RequestError as exc:
+            problems.append(f"{section}.{exc.field}: {exc.message}")
+    if problems:
+        raise ConfigError(source, problems)
 
 
 def serve_config_for(config: TriptychConfig) -> ServeDeploySchema:

@@ -131,3 +131,23 @@ def test_missing_and_unparsable_files(tmp_path):
     (tmp_path / "broken.yaml").write_text("applications: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_serve_config(tmp_path / "broken.yaml")
+
+
+@pytest.mark.parametrize("args, problem", [
+    ({"chat": {"temperature": 3}}, "chat.temperature: 3.0 is outside 0..2"),
+    ({"chat": {"pruning_method": "magic"}}, "chat.pruning_method"),
+    ({"chat": {"max_tokens": 2000}}, "chat.max_tokens"),
+    ({"images": {"steps": 200}}, "images.steps"),
+    ({"images": {"width": 60}}, "images.size"),
+])
+def test_server_defaults_obey_the_request_rules(args, problem, tmp_path):
+    """A default that every request omitting the field would fail on is a config error, not a 400 later."""
+    with pytest.raises(ConfigError) as caught:
+        app_builder(args)
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+    raw = yaml.safe_load((DEPLOY / "local.yaml").read_text())
+    _triptych_app(raw)["args"].update(args)
+    path = tmp_path / "defaults.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=problem.split(":")[0].replace(".", r"\.")):
+        load_serve_config(path)
