@@ -39,7 +39,7 @@ from decoders.request_stream import Finished, RequestHandle
 from decoders.sampling import make_generator, next_token
 from decoders.slot_cache import SlotKVCache
 from triptych.errors import OverloadedError
-from triptych.types import SamplingParams, TextDelta
+from triptych.types import DecoderInfo, SamplingParams, TextDelta
 
 if TYPE_CHECKING:
     from decoders.language_model import LanguageModelParts
@@ -89,12 +89,26 @@ class BatchingStats:
     kv_slots_in_use: int
     kv_slots_total: int
     kv_cache_bytes: int  # the preallocated storage (0 before the first request)
-    steps: int  # engine steps that ran a forward
-    decode_rows: int  # sum over steps of the decode batch size
+    steps: int  # engine steps
+    decode_steps: int  # batched decode forwards
+    decode_rows: int  # sum over decode forwards of their batch size
+    prefill_forwards: int  # prompt chunks run (> requests when prompts were split)
     prefill_tokens: int
     generated_tokens: int
     finished: int  # ended with "stop" or "length"
     cancelled: int
+
+
+_COUNTERS = (
+    "steps",
+    "decode_steps",
+    "decode_rows",
+    "prefill_forwards",
+    "prefill_tokens",
+    "generated_tokens",
+    "finished",
+    "cancelled",
+)  # fmt: skip  (the BatchingStats counters)
 
 
 @dataclass(eq=False)
@@ -121,7 +135,7 @@ class BatchingEngine:
     """A thread-safe continuous-batching decoder: ``submit`` from any thread, one loop thread computes.
 
     Args:
-        parts: ``models.LanguageModelParts`` (either model source).
+        parts: ``decoders.language_model.LanguageModelParts`` (either model source).
         config: ``BatchingConfig``.
 
     Use as a context manager, or call ``close()`` to stop the loop thread.
@@ -145,9 +159,7 @@ class BatchingEngine:
         self._n_running = 0
         self._next_id = 0
         self._closed = False
-        self._counts = dict.fromkeys(
-            ("steps", "decode_rows", "prefill_tokens", "generated_tokens", "finished", "cancelled"), 0
-        )
+        self._counts = dict.fromkeys(_COUNTERS, 0)
         self._thread = threading.Thread(target=self._run, name="triptych-decoder-loop", daemon=True)
         self._thread.start()
 
@@ -161,6 +173,10 @@ class BatchingEngine:
     @property
     def context_length(self) -> int:
         return self._single.context_length
+
+    def info(self) -> DecoderInfo:
+        """Model id and context length (``decoders.protocol.DecoderEngineProtocol``)."""
+        return self._single.info()
 
     @property
     def model_id(self) -> str:
@@ -259,7 +275,9 @@ class BatchingEngine:
         n_decode = self._n_decoding
         if n_decode:
             self._decode()
-        budget = None if self.config.max_tokens_per_step is None else self.config.max_tokens_per_step - n_decode
+        budget = (
+            None if self.config.max_tokens_per_step is None else self.config.max_tokens_per_step - n_decode
+        )
         while budget is None or budget > 0:
             seq = self._next_prefill()
             if seq is None:
@@ -285,6 +303,7 @@ class BatchingEngine:
         logits = self._forward(self.embed_tokens(tokens))  # embeds (n, 1, D) -> logits (n, V)
         for seq in rows:
             seq.n_cached += 1
+        self._counts["decode_steps"] += 1
         self._counts["decode_rows"] += len(rows)
         for seq, token in zip(rows, self._sample(rows, logits)):
             self._emit(seq, token)
@@ -313,9 +332,11 @@ class BatchingEngine:
         start = seq.n_prefilled
         length = seq.prompt_len - start if budget is None else min(seq.prompt_len - start, budget)
         self._cache.plan_prefill(seq.slot, start, length)
-        logits = self._forward(seq.embeds[None, start : start + length], last_only=True)  # (1, c, D) -> (1, V)
+        chunk = seq.embeds[None, start : start + length]  # (1, c, D)
+        logits = self._forward(chunk, last_only=True)  # (1, V)
         seq.n_prefilled += length
         seq.n_cached += length
+        self._counts["prefill_forwards"] += 1
         self._counts["prefill_tokens"] += length
         if seq.n_prefilled == seq.prompt_len:
             self._prefilling.popleft()
@@ -377,7 +398,11 @@ class BatchingEngine:
             with self._lock:
                 self._n_running -= 1
         first = seq.first_token_at or now
-        timings = {"prefill": (first - seq.started_at) * 1000, "decode": (now - first) * 1000} if seq.started_at else {}
+        timings = (
+            {"prefill": (first - seq.started_at) * 1000, "decode": (now - first) * 1000}
+            if seq.started_at
+            else {}
+        )
         self._counts["cancelled" if reason == "cancelled" else "finished"] += 1
         seq.handle.put(Finished(reason, timings))
 
