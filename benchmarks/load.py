@@ -206,8 +206,13 @@ def _wait_back(sampler, baseline: dict[str, int], timeout_s: float, progress_not
         stopped.wait(sampler.interval_s)
 
 
+SHORT_NAMES = {"TriptychIngress": "ingress", "VisionEncoder": "encoder", "LLMDecoder": "decoder",
+               "TextEncoder": "text", "Denoiser": "denoiser"}
+
+
 def _replica_text(counts: dict[str, int]) -> str:
-    return " ".join(f"{name} {n}" for name, n in sorted(counts.items()) if name != "CacheServer")
+    """``decoder 2 encoder 1 ...``: the live display's replica counts (stages only)."""
+    return "replicas " + " ".join(f"{short} {counts[name]}" for name, short in SHORT_NAMES.items() if name in counts)
 
 
 def run(args: argparse.Namespace) -> tuple[list[LevelRun], list[LevelSummary], list]:
@@ -231,7 +236,7 @@ def run(args: argparse.Namespace) -> tuple[list[LevelRun], list[LevelSummary], l
             _warm_up(sender, generator, options)
         sampler = stack.enter_context(ReplicaSampler(app_name, args.replica_interval_s)) if app_name else None
         progress = stack.enter_context(Progress(
-            TextColumn("{task.description:>12}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.description:>10}"), BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[status]}"), console=Console(stderr=True)))
         baseline = dict(sampler.latest()) if sampler else {}
         for i, level in enumerate(args.levels):
@@ -248,7 +253,7 @@ def run(args: argparse.Namespace) -> tuple[list[LevelRun], list[LevelSummary], l
         if sampler and args.cooldown_s > 0:
             task = progress.add_task("cool-down", total=None, status="")
             _wait_back(sampler, baseline, args.cooldown_s,
-                       lambda note: progress.update(task, status=f"waiting for the start counts: {note}"))
+                       lambda note: progress.update(task, status=f"until back to the start: {note}"))
         samples = list(sampler.samples) if sampler else []
     summaries = [summarize(r.level.mode, r.level.value, r.records, r.duration_s, args.slo) for r in runs]
     return runs, summaries, samples

@@ -12,6 +12,7 @@ from benchmarks.load_stats import PERCENTILES, LevelSummary
 
 LATENCIES = (("ttft_ms", "time to first token"), ("itl_ms", "inter-token latency"),
              ("chat_e2e_ms", "chat end-to-end"), ("image_e2e_ms", "text-to-image end-to-end"))
+FIXED = {"CacheServer"}  # one replica by design: not plotted
 AXIS = {"open": "offered load (requests/s, Poisson)", "closed": "concurrent users (closed loop)"}
 
 
@@ -25,7 +26,7 @@ def _pyplot():
 
 
 def plot_latency_vs_load(summaries: Sequence[LevelSummary], path: Path, title: str) -> Path:
-    """One row per mode (open / closed loop), one panel per latency, p50/p95/p99 lines (ms, log scale)."""
+    """One row per mode (open / closed loop), one panel per latency, p50/p95/p99 lines (ms)."""
     plt = _pyplot()
     modes = [m for m in ("open", "closed") if any(s.mode == m for s in summaries)]
     shown = [(name, label) for name, label in LATENCIES
@@ -42,7 +43,7 @@ def plot_latency_vs_load(summaries: Sequence[LevelSummary], path: Path, title: s
             ax.set_title(label, fontsize=10)
             ax.set_xlabel(AXIS[mode], fontsize=9)
             ax.set_ylabel("ms", fontsize=9)
-            ax.set_yscale("log")
+            ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
         axes[row][0].legend(fontsize=8)
     figure.suptitle(title, fontsize=11)
@@ -55,6 +56,8 @@ def plot_latency_vs_load(summaries: Sequence[LevelSummary], path: Path, title: s
 def plot_replicas(samples: Sequence[ReplicaSample], runs: Sequence[LevelRun], path: Path, title: str) -> Path:
     """Each deployment's RUNNING replicas over time (step lines), the load levels shaded behind."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     figure, ax = plt.subplots(figsize=(9, 3.6))
     t0 = samples[0].t_s if samples else 0.0
     for i, run in enumerate(runs):
@@ -62,13 +65,15 @@ def plot_replicas(samples: Sequence[ReplicaSample], runs: Sequence[LevelRun], pa
                    color="tab:gray" if i % 2 else "tab:blue")
         ax.text(run.started_s - t0, 0.02, run.level.label, transform=ax.get_xaxis_transform(), fontsize=7,
                 rotation=90, va="bottom")
-    names = sorted({name for sample in samples for name in sample.counts})
+    names = sorted({name for sample in samples for name in sample.counts} - FIXED)
     for offset, name in enumerate(names):  # a small vertical offset keeps equal lines apart
-        ax.step([s.t_s - t0 for s in samples], [s.counts.get(name, 0) + 0.04 * offset for s in samples],
+        ax.step([s.t_s - t0 for s in samples], [s.counts.get(name, 0) + 0.03 * offset for s in samples],
                 where="post", label=name)
+    peak = max((s.counts.get(name, 0) for s in samples for name in names), default=1)
+    ax.set_ylim(0, peak + 0.8)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("seconds since the first sample")
     ax.set_ylabel("RUNNING replicas")
-    ax.yaxis.get_major_locator().set_params(integer=True)
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=11)
