@@ -24,7 +24,6 @@ import argparse
 import csv
 import math
 import sys
-import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -197,13 +196,12 @@ def _warm_up(sender, generator: WorkloadGenerator, options: WorkloadOptions) -> 
 def _wait_back(sampler, baseline: dict[str, int], timeout_s: float, progress_note: Callable[[str], None]) -> None:
     """Sample until every deployment is back to its starting replica count, or ``timeout_s`` passes."""
     deadline = time.perf_counter() + timeout_s
-    stopped = threading.Event()
     while time.perf_counter() < deadline:
         latest = sampler.latest()
         progress_note(_replica_text(latest))
         if all(latest.get(name, 0) <= count for name, count in baseline.items()):
             return
-        stopped.wait(sampler.interval_s)
+        time.sleep(sampler.interval_s)
 
 
 SHORT_NAMES = {"TriptychIngress": "ingress", "VisionEncoder": "encoder", "LLMDecoder": "decoder",

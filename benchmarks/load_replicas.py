@@ -39,6 +39,7 @@ class ReplicaSampler:
         self._thread = threading.Thread(target=self._run, name="replica-sampler", daemon=True)
 
     def __enter__(self) -> Self:
+        self._sample()  # the first sample before returning: ``latest()`` is the state at the start
         self._thread.start()
         return self
 
@@ -49,8 +50,10 @@ class ReplicaSampler:
     def latest(self) -> dict[str, int]:
         return self.samples[-1].counts if self.samples else {}
 
+    def _sample(self) -> None:
+        self.samples.append(ReplicaSample(time.perf_counter(), running_replicas(self.app_name)))
+
     def _run(self) -> None:
-        while True:
-            self.samples.append(ReplicaSample(time.perf_counter(), running_replicas(self.app_name)))
-            if self._stop.wait(self.interval_s):
-                return
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+        self._sample()
