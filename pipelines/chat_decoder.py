@@ -3,9 +3,10 @@
 `ChatDecoder` is what the `LLMDecoder` replica runs (and, in one process, what benchmarks and tests
 use as the `DecoderStage`). The ingress sends each image as a `VisualInput`: a cache key, plus the
 features themselves only when they may not be cached. So unpruned features are not relayed through
-the ingress on a cache hit, and pruning (DivPrune builds an N x N matrix) runs here, in a worker
-thread, next to the model that needs its output. Every CPU step (cache codec, pruning, prefill,
-each decode step) runs off the event loop.
+the ingress on a cache hit, and pruning (DivPrune builds an N x N matrix) runs here, next to the
+model that needs its output. Every CPU step (cache codec, pruning, prefill, each decode step) runs
+off the event loop: the cache codec in the cache's threads, the rest in one worker thread per
+request.
 
 A key that is no longer in the cache (evicted, or Redis went down after the ingress looked) raises
 `FeaturesNotCached` before the first delta; the ingress then sends the features themselves.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 from collections.abc import AsyncIterator, Sequence
 
 import torch
@@ -57,19 +59,48 @@ class ChatDecoder:
         """Stream the completion; the last delta's `timings_ms` also has `cache` (reads here) and `prune`."""
         timings = StageTimings()
         features = await asyncio.gather(*(self._features(image, timings) for image in images))
-        embeds = await asyncio.to_thread(_prune, features, images, timings)  # [(K_i, D)]
-        # generate() validates and embeds the prompt eagerly: also a worker thread's job
-        deltas = await asyncio.to_thread(self._engine.generate, prompt_ids, embeds, params)
+        # Pruning, prefill and every decode step run in one worker thread per request (like Serve runs
+        # a sync generator): a thread hand-off per token would cost more than it saves.
+        out: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+        worker = threading.Thread(
+            target=self._produce, name="chat-decoder", daemon=True,
+            args=(asyncio.get_running_loop(), out, stop, prompt_ids, features, images, params, timings),
+        )  # fmt: skip
+        worker.start()
         try:
-            while (delta := await asyncio.to_thread(next, deltas, _DONE)) is not _DONE:
-                if delta.finish_reason is not None:
-                    delta = dataclasses.replace(delta, timings_ms={**delta.timings_ms, **timings.ms})
-                yield delta
+            while (item := await out.get()) is not _DONE:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
         finally:
+            stop.set()  # the consumer is done or gone: the worker stops after its current step
+
+    def _produce(self, loop, out, stop, prompt_ids, features, images, params, timings) -> None:
+        """The worker thread: prune, then the engine's whole generation; each delta (or the error) to `out`."""
+
+        def send(item) -> None:
             try:
+                loop.call_soon_threadsafe(out.put_nowait, item)
+            except RuntimeError:  # the event loop is closed: nobody is listening any more
+                stop.set()
+
+        try:
+            embeds = _prune(features, images, timings)  # [(K_i, D)]
+            deltas = self._engine.generate(prompt_ids, embeds, params)  # validates and embeds eagerly
+            try:
+                for delta in deltas:
+                    if stop.is_set():
+                        return
+                    if delta.finish_reason is not None:
+                        delta = dataclasses.replace(delta, timings_ms={**delta.timings_ms, **timings.ms})
+                    send(delta)
+            finally:
                 deltas.close()  # frees the KV cache now, also when the consumer stopped early
-            except ValueError:  # cancelled while a worker thread still runs a step: it ends with it
-                pass
+        except Exception as exc:  # noqa: BLE001  raised again on the event loop, for the caller
+            send(exc)
+            return
+        send(_DONE)
 
     async def _features(self, image: VisualInput, timings: StageTimings) -> VisionFeatures:
         if image.features is not None:

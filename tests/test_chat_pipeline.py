@@ -14,6 +14,7 @@ import models
 from cache import EmbeddedRedis, EmbeddingCache
 from decoders.engine import LLMEngine
 from encoders.engine import VisionEncoderEngine
+from encoders.image_io import load_image
 from encoders.pruning import PRUNERS, keep_count
 from models.tiny import ensure_tiny_models
 from pipelines.chat import ChatPipeline
@@ -22,7 +23,7 @@ from pipelines.chat_request import ChatRequest
 from pipelines.local_stages import LocalVisionStage
 from tests.serving import image_bytes
 from triptych.errors import RequestError
-from triptych.types import ChatMessage, ChatUsage, ImagePart, SamplingParams, TextPart
+from triptych.types import ChatMessage, ChatUsage, ImagePart, SamplingParams, TextPart, VisualInput
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +170,34 @@ def test_context_overflow_is_rejected_before_any_stage_runs(engines, redis_url):
         _run(pipeline, _request(image_bytes((4, 4, 4)), text="word " * 3000))
     assert info.value.field == "messages"
     assert vision.images_encoded == 0 and decoder.calls == []
+
+
+def test_a_consumer_that_stops_early_stops_the_decoder_worker(engines):
+    vision_engine, llm = engines
+    produced = []
+
+    class CountingEngine:  # the real engine, counting the deltas its worker thread produced
+        def info(self):
+            return llm.info()
+
+        def generate(self, *args):
+            for delta in llm.generate(*args):
+                produced.append(delta)
+                yield delta
+
+    decoder = ChatDecoder(CountingEngine(), EmbeddingCache(None))
+    features = vision_engine.encode([load_image(image_bytes((7, 7, 70)), "image", 10**7, 10**7)])[0]
+    n, max_tokens = features.tokens.shape[0], 400
+    prompt_ids = llm.prompt_builder.build(_request(b"", text="go").messages, [n])
+
+    async def first_delta_then_stop():
+        stream = decoder.generate(prompt_ids, [VisualInput("k", "none", n, features)], SamplingParams(max_tokens))
+        await anext(stream)
+        await stream.aclose()
+
+    asyncio.run(first_delta_then_stop())
+    workers = [t for t in threading.enumerate() if t.name == "chat-decoder"]
+    for worker in workers:
+        worker.join(timeout=60)  # a bound only so that a runaway worker fails the test instead of hanging it
+    assert not any(worker.is_alive() for worker in workers)
+    assert 1 <= len(produced) < max_tokens  # it stopped at the next step, not at max_tokens
