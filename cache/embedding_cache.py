@@ -150,7 +150,7 @@ class EmbeddingCache:
     async def put(self, key: str, tensors: Tensors) -> None:
         """Store `tensors` under `key` with the TTL. Failures are counted and logged, never raised.
 
-        Tensors are copied to CPU for encoding; pass CPU tensors to avoid a device sync on the loop.
+        Tensors are copied to CPU bytes for encoding, in a worker thread (the event loop stays free).
         """
         if not self.enabled:
             return
