@@ -300,7 +300,8 @@ def write_results(args, runs: list[LevelRun], summaries: list[LevelSummary], sam
     names = sorted({name for sample in samples for name in sample.counts})
     t0 = samples[0].t_s if samples else 0.0
     write_csv(args.out / "replicas.csv",
-              [{"t_s": round(s.t_s - t0, 3), **{n: s.counts.get(n, 0) for n in names}} for s in samples])
+              [{"t_s": round(s.t_s - t0, 3), **{n: s.counts.get(n, 0) for n in names},
+                **{f"{n}_starting": s.starting.get(n, 0) for n in names}} for s in samples])
     title = f"Triptych load, profile {args.profile_label}, {args.transport}, mix " + ",".join(
         f"{k}={v:g}" for k, v in args.mix.items())
     paths = [args.out / name for name in ("summary.csv", "requests.csv", "replicas.csv")]

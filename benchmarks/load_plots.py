@@ -54,7 +54,8 @@ def plot_latency_vs_load(summaries: Sequence[LevelSummary], path: Path, title: s
 
 
 def plot_replicas(samples: Sequence[ReplicaSample], runs: Sequence[LevelRun], path: Path, title: str) -> Path:
-    """Each deployment's RUNNING replicas over time (step lines), the load levels shaded behind."""
+    """Each deployment's RUNNING replicas over time (solid steps; dashed: with STARTING ones), the load
+    levels shaded behind."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
@@ -66,14 +67,18 @@ def plot_replicas(samples: Sequence[ReplicaSample], runs: Sequence[LevelRun], pa
         ax.text(run.started_s - t0, 0.02, run.level.label, transform=ax.get_xaxis_transform(), fontsize=7,
                 rotation=90, va="bottom")
     names = sorted({name for sample in samples for name in sample.counts} - FIXED)
+    times = [s.t_s - t0 for s in samples]
     for offset, name in enumerate(names):  # a small vertical offset keeps equal lines apart
-        ax.step([s.t_s - t0 for s in samples], [s.counts.get(name, 0) + 0.03 * offset for s in samples],
-                where="post", label=name)
-    peak = max((s.counts.get(name, 0) for s in samples for name in names), default=1)
+        (line,) = ax.step(times, [s.counts.get(name, 0) + 0.03 * offset for s in samples], where="post",
+                          label=name)
+        wanted = [s.counts.get(name, 0) + s.starting.get(name, 0) + 0.03 * offset for s in samples]
+        if any(s.starting.get(name, 0) for s in samples):
+            ax.step(times, wanted, where="post", linestyle="--", color=line.get_color(), alpha=0.7)
+    peak = max((s.counts.get(name, 0) + s.starting.get(name, 0) for s in samples for name in names), default=1)
     ax.set_ylim(0, peak + 0.8)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("seconds since the first sample")
-    ax.set_ylabel("RUNNING replicas")
+    ax.set_ylabel("replicas (solid RUNNING,\ndashed + STARTING)", fontsize=9)
     ax.legend(fontsize=8, loc="upper right")
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=11)

@@ -1,7 +1,8 @@
 """Each deployment's replica count over time, read from ``serve.status()`` while the load runs.
 
 Works in the process that started Serve, or in one connected to the cluster with ``ray.init(address)``
-(``benchmarks.load --ray-address``). A replica counts once it is RUNNING.
+(``benchmarks.load --ray-address``). A replica counts once it is RUNNING; STARTING ones are kept
+beside, so a plot separates the autoscaler's decision from the replica's start-up time.
 """
 
 from __future__ import annotations
@@ -12,25 +13,32 @@ from dataclasses import dataclass
 from typing import Self
 
 
-def running_replicas(app_name: str) -> dict[str, int]:
-    """{deployment: RUNNING replicas} of one application, from ``serve.status()``'s replica_states."""
+def replica_states(app_name: str) -> dict[str, dict[str, int]]:
+    """{deployment: {replica state: count}} of one application, from ``serve.status()``."""
     from ray import serve
 
     application = serve.status().applications.get(app_name)
     if application is None:
         return {}
-    return {name: deployment.replica_states.get("RUNNING", 0)
+    return {name: {str(state.value if hasattr(state, "value") else state): n
+                   for state, n in deployment.replica_states.items()}
             for name, deployment in application.deployments.items()}
+
+
+def running_replicas(app_name: str) -> dict[str, int]:
+    """{deployment: RUNNING replicas} of one application."""
+    return {name: states.get("RUNNING", 0) for name, states in replica_states(app_name).items()}
 
 
 @dataclass(frozen=True)
 class ReplicaSample:
     t_s: float  # perf_counter
-    counts: dict[str, int]
+    counts: dict[str, int]  # RUNNING
+    starting: dict[str, int]  # STARTING
 
 
 class ReplicaSampler:
-    """A daemon thread that samples ``running_replicas(app_name)`` every ``interval_s``."""
+    """A daemon thread that samples ``replica_states(app_name)`` every ``interval_s``."""
 
     def __init__(self, app_name: str, interval_s: float = 0.5):
         self.app_name, self.interval_s = app_name, interval_s
@@ -51,7 +59,10 @@ class ReplicaSampler:
         return self.samples[-1].counts if self.samples else {}
 
     def _sample(self) -> None:
-        self.samples.append(ReplicaSample(time.perf_counter(), running_replicas(self.app_name)))
+        states = replica_states(self.app_name)
+        self.samples.append(ReplicaSample(time.perf_counter(),
+                                          {name: s.get("RUNNING", 0) for name, s in states.items()},
+                                          {name: s.get("STARTING", 0) for name, s in states.items()}))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
