@@ -130,8 +130,11 @@ class DenoiserEngine:
             model_dir, subfolder="unet", torch_dtype=dtype, local_files_only=True
         ).to(device)
         vae = AutoencoderKL.from_pretrained(model_dir, subfolder="vae", torch_dtype=dtype, local_files_only=True)
-        raw = json.loads((model_dir / "scheduler" / "scheduler_config.json").read_text())
-        scheduler_cls = getattr(diffusers, raw["_class_name"])
+        config_path = model_dir / "scheduler" / "scheduler_config.json"
+        raw = json.loads(config_path.read_text())
+        scheduler_cls = getattr(diffusers, str(raw.get("_class_name")), None)
+        if scheduler_cls is None:
+            raise ValueError(f"{config_path}: _class_name {raw.get('_class_name')!r} is not a diffusers scheduler")
         return cls(
             unet,
             vae.to(device),

@@ -39,6 +39,15 @@ def test_loads_without_the_text_encoder_and_tokenizer(engine, tiny_sd_dir, tmp_p
     assert torch.equal(alone.denoise(*prompts, BASE), engine.denoise(*prompts, BASE))
 
 
+def test_unknown_scheduler_class_names_the_file_and_key(tiny_sd_dir, tmp_path):
+    broken = tmp_path / "tiny-sd"
+    shutil.copytree(tiny_sd_dir, broken)
+    config = broken / "scheduler" / "scheduler_config.json"
+    config.write_text(config.read_text().replace('"PNDMScheduler"', '"NoSuchScheduler"'))
+    with pytest.raises(ValueError, match=r"scheduler_config\.json: _class_name 'NoSuchScheduler'"):
+        DenoiserEngine.from_pretrained(broken)
+
+
 def test_same_seed_gives_identical_latents_and_pngs_across_engines(engine, tiny_sd_dir, prompts):
     params = replace(BASE, seed=1234, n=2)
     a = engine.denoise(*prompts, params)
