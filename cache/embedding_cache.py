@@ -69,6 +69,7 @@ class _LoopState:
     """What is bound to one event loop: a Redis client and the in-flight single-flight tasks."""
 
     client: aioredis.Redis | None = None
+    client_url: str | None = None  # the URL `client` was made for
     inflight: dict[tuple[str, str], asyncio.Task] = field(default_factory=dict)  # (kind, key) -> task
 
 
@@ -78,7 +79,8 @@ class EmbeddingCache:
     url:              ``redis://host:port/db``; None or "" disables caching (every lookup misses),
                       unless `resolve_url` is given.
     resolve_url:      an async callable that finds the URL on first use (e.g. asks the application's
-                      embedded Redis deployment where it listens); while it fails, lookups miss.
+                      embedded Redis deployment where it listens), and again after the server was
+                      found unreachable (it may have been replaced); while it fails, lookups miss.
     ttl_s:            expiry of each stored value (SET ... EX ttl_s).
     socket_timeout_s: connect and read timeout; a whole Redis call is also capped at 4x this.
     retry_after_s:    how long to skip Redis after it was found unreachable.
@@ -246,6 +248,8 @@ class EmbeddingCache:
         except _UNREACHABLE as exc:
             self._count("errors")
             self._mark_down(what, exc)
+            if self._resolve_url is not None:  # the server may have moved (a replaced replica): ask again
+                self.url = None
             return _FAILED
         except RedisError as exc:  # e.g. OOM on a full noeviction server: Redis is up, this call failed
             self._count("errors")
@@ -311,7 +315,8 @@ class EmbeddingCache:
 
     def _client(self) -> aioredis.Redis:
         state = self._state()
-        if state.client is None:
+        if state.client is None or state.client_url != self.url:
+            state.client_url = self.url
             state.client = aioredis.Redis.from_url(
                 self.url,
                 socket_timeout=self.socket_timeout_s,

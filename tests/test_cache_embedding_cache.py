@@ -465,3 +465,31 @@ def test_url_found_on_first_use_and_a_failing_resolver_is_a_miss(server):
         assert failing.stats().errors == 1 and failing.stats().misses == 1
 
     _run(scenario())
+
+
+def test_a_resolved_server_that_goes_away_is_looked_up_again():
+    """The app's embedded Redis replica may be replaced (new port): after one failure the cache asks
+    `resolve_url` again instead of missing forever."""
+    first, second = EmbeddedRedis(maxmemory_mb=16).start(), EmbeddedRedis(maxmemory_mb=16).start()
+    current = [first]
+
+    async def resolve() -> str:
+        return current[0].url
+
+    async def scenario():
+        cache = EmbeddingCache(None, resolve_url=resolve, retry_after_s=0)
+        key, value = _key(), _features()
+        await cache.put(key, value)
+        assert cache.url == first.url
+        first.stop()
+        current[0] = second
+        assert await cache.get(key) is None  # the old server is gone: a miss, and a new lookup next time
+        await cache.put(key, value)
+        _assert_same(await cache.get(key), value)
+        assert cache.url == second.url
+
+    try:
+        _run(scenario())
+    finally:
+        first.stop()
+        second.stop()
