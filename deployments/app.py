@@ -48,7 +48,7 @@ def build_app(config: TriptychConfig) -> Application:
         chat_model, config.encoder_batch, config.limits
     )
     llm_decoder = LLMDecoder.options(**config.llm_decoder.serve_options()).bind(
-        chat_model, config.cache, cache_server
+        chat_model, config.decoder_batching, config.cache, cache_server
     )
     text_encoder = TextEncoder.options(**config.text_encoder.serve_options()).bind(image_model)
     denoiser = Denoiser.options(**config.denoiser.serve_options()).bind(

@@ -37,10 +37,12 @@ from pipelines.chat_request import ChatRequest, validate_chat_request
 from pipelines.image_request import ImageRequest, validate_image_request
 from pipelines.text_to_image import TextToImagePipeline
 from triptych.config import TriptychConfig
-from triptych.errors import RequestError
+from triptych.errors import OverloadedError, RequestError
 from triptych.types import ChatUsage, ImageProgress, ImageResult, TextDelta
 
 logger = logging.getLogger("triptych.ingress")
+# A full Serve queue (BackPressureError) or a full decoder engine (OverloadedError): 503 / RESOURCE_EXHAUSTED
+OVERLOADED = (BackPressureError, OverloadedError)
 http_app = FastAPI(title="Triptych", docs_url=None, redoc_url=None)
 
 
@@ -54,7 +56,7 @@ def _grpc_status_on_error(grpc_context):
         grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
         grpc_context.set_details(str(exc))
         raise
-    except BackPressureError as exc:
+    except OVERLOADED as exc:
         grpc_context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
         grpc_context.set_details(f"overloaded, retry later: {exc}")
         raise
@@ -150,7 +152,7 @@ class TriptychIngress:
             request = parse_image_body(body, self._config.images)
             self._check_model(body.get("model"), self._image_model_name)
             first, events = await self._start_images(request)
-        except (RequestError, BackPressureError) as exc:
+        except (RequestError, *OVERLOADED) as exc:
             return _http_error(exc)
         async for event in _prepend(first, events):
             if isinstance(event, ImageResult):
@@ -167,7 +169,7 @@ class TriptychIngress:
             )
             self._check_model(body.get("model"), self._model_name)
             first, events = await self._start_chat(request)
-        except (RequestError, BackPressureError) as exc:
+        except (RequestError, *OVERLOADED) as exc:
             return _http_error(exc)
         ids = CompletionIds(self._model_name)
         if stream:

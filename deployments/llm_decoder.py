@@ -1,4 +1,4 @@
-"""`LLMDecoder` deployment: streams TextDeltas from prompt ids + images by cache key (LLMEngine).
+"""`LLMDecoder` deployment: streams TextDeltas from prompt ids + images by cache key (DecoderEngineProtocol).
 
 The replica reads each image's features from the embedding cache and prunes them itself
 (`pipelines.chat_decoder.ChatDecoder`), so the ingress relays keys, not unpruned features.
@@ -11,23 +11,28 @@ from collections.abc import AsyncIterator
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from decoders.engine import LLMEngine
+from decoders.batching import BatchingConfig, BatchingEngine
+from decoders.protocol import DecoderEngineProtocol
 from deployments.cache_server import replica_cache
 from models import load_language_model
 from pipelines.chat_decoder import ChatDecoder
-from triptych.config import CacheOptions
+from triptych.config import CacheOptions, DecoderBatching
 from triptych.types import DecoderInfo, SamplingParams, TextDelta, VisualInput
 
 
 @serve.deployment
 class LLMDecoder:
-    def __init__(self, model_path: str, cache: CacheOptions, cache_server: DeploymentHandle | None):
-        self._engine = LLMEngine(load_language_model(model_path))
+    def __init__(
+        self, model_path: str, batching: DecoderBatching, cache: CacheOptions, cache_server: DeploymentHandle | None
+    ):
+        # One continuous-batching loop per replica: every request joins the running batch.
+        self._batching = BatchingEngine(load_language_model(model_path), BatchingConfig(**batching.model_dump()))
+        self._engine: DecoderEngineProtocol = self._batching
         self._chat = ChatDecoder(self._engine, replica_cache(cache, cache_server))
         self._requests = 0
 
     def info(self) -> DecoderInfo:
-        return DecoderInfo(model_id=self._engine.model_id, context_length=self._engine.context_length)
+        return self._engine.info()
 
     async def generate(
         self, prompt_ids: list[int], images: list[VisualInput], params: SamplingParams
@@ -38,5 +43,10 @@ class LLMDecoder:
             yield delta
 
     def stats(self) -> dict[str, int]:
+        engine = self._batching.stats()
         return {"requests": self._requests, "images_by_key": self._chat.images_by_key,
-                "images_given": self._chat.images_given}  # fmt: skip
+                "images_given": self._chat.images_given, "running": engine.running, "waiting": engine.waiting,
+                "kv_slots_in_use": engine.kv_slots_in_use, "cancelled": engine.cancelled}  # fmt: skip
+
+    def __del__(self):
+        self._batching.close()

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 import torch
 
 from cache import EmbeddingCache
-from decoders.engine import LLMEngine
+from decoders.protocol import DecoderEngineProtocol
 from encoders.pruning import get_pruner
 from pipelines.timing import StageTimings
 from triptych.types import DecoderInfo, SamplingParams, TextDelta, VisionFeatures, VisualInput
@@ -42,9 +42,10 @@ class FeaturesNotCached(LookupError):
 
 
 class ChatDecoder:
-    """`DecoderStage` over a decoder engine (`LLMEngine`) and this process's `EmbeddingCache`."""
+    """`DecoderStage` over a decoder engine (`LLMEngine`, or the replica's continuous-batching
+    `BatchingEngine`) and this process's `EmbeddingCache`."""
 
-    def __init__(self, engine: LLMEngine, cache: EmbeddingCache):
+    def __init__(self, engine: DecoderEngineProtocol, cache: EmbeddingCache):
         self._engine = engine
         self._cache = cache
         self.images_by_key = 0  # images whose features this stage read from the cache

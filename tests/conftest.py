@@ -8,7 +8,7 @@ from openai import OpenAI
 
 from deployments.server import serving
 from launcher.client import TriptychClient
-from triptych.config import DeploymentOptions, TriptychConfig
+from triptych.config import DecoderBatching, DeploymentOptions, TriptychConfig
 from triptych.ports import free_port
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +28,8 @@ def server(tmp_path_factory):
         ingress=DeploymentOptions(num_cpus=0.1, max_ongoing_requests=4, max_queued_requests=4),
         vision_encoder=DeploymentOptions(num_cpus=0.2),
         llm_decoder=DeploymentOptions(num_cpus=0.2, max_ongoing_requests=8),
+        # A decoder engine that holds 3 requests (3 batched, none waiting), so 4 concurrent chats overfill it.
+        decoder_batching=DecoderBatching(max_batch_size=3, max_tokens_per_step=64, max_waiting=0),
     )
     with serving(config, quiet=True) as running:
         yield running

@@ -245,6 +245,41 @@ def test_overload_is_rejected_fast_then_recovers(server, grpc_client):
     assert last.finish_reason in ("stop", "length")
 
 
+def test_a_full_decoder_engine_is_503_and_resource_exhausted_then_recovers(server):
+    """4 long chats at once reach a decoder engine holding 3 (conftest): the one past it is refused by
+    the engine itself (503 over HTTP, RESOURCE_EXHAUSTED over gRPC), the others finish."""
+    payload = {"model": server.chat_model_path.name, "messages": [user_message("go")], "max_tokens": 400,
+               "stream": True, "temperature": 0}
+
+    async def http_and_grpc():
+        async def grpc_call():
+            async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+                call = channel.unary_stream("/triptych.v1.Triptych/Chat",
+                                            request_serializer=pb.ChatRequest.SerializeToString,
+                                            response_deserializer=pb.ChatResponse.FromString)
+                try:
+                    async for _ in call(pb.ChatRequest(messages=[pb.ChatMessage(role="user", content=[
+                            pb.ContentPart(text="go")])], max_tokens=400)):
+                        pass
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code(), exc.details()
+                return grpc.StatusCode.OK, ""
+
+        async with httpx.AsyncClient(timeout=120) as client:
+            async def http_call():
+                async with client.stream("POST", f"{server.http_url}/v1/chat/completions", json=payload) as r:
+                    return r.status_code, (await r.aread()).decode()
+
+            return await asyncio.gather(http_call(), http_call(), http_call(), grpc_call())
+
+    results = asyncio.run(http_and_grpc())
+    refused = [r for r in results if r[0] in (503, grpc.StatusCode.RESOURCE_EXHAUSTED)]
+    served = [r for r in results if r[0] in (200, grpc.StatusCode.OK)]
+    assert len(refused) >= 1 and len(served) >= 2 and len(refused) + len(served) == 4, results
+    assert any("max_waiting" in detail for _, detail in refused), refused  # the engine said no, not Serve
+    assert server.deployment_handle("LLMDecoder").stats.remote().result()["running"] == 0
+
+
 def test_stream_sse_ends_with_done(server):
     payload = {"model": server.chat_model_path.name, "messages": [user_message("x")], "max_tokens": 3,
                "stream": True}

@@ -79,6 +79,24 @@ class BatchOptions(_Frozen):
     batch_wait_timeout_s: float = Field(0.01, ge=0)
 
 
+class DecoderBatching(_Frozen):
+    """Continuous batching in each LLMDecoder replica (`decoders.batching.BatchingConfig`)."""
+
+    max_batch_size: int = Field(8, ge=1)  # sequences decoding together; each owns one KV slot
+    # Token budget of one engine step (decode rows + prefill chunks); None: whole prompts at once.
+    max_tokens_per_step: int | None = Field(256, ge=2)
+    max_waiting: int = Field(8, ge=0)  # queued in the engine beyond the batch; past it: 503
+    max_seq_len: int | None = Field(None, ge=1)  # positions per KV slot; None: the model's context
+
+    @field_validator("max_tokens_per_step")
+    @classmethod
+    def _room_for_prefill(cls, value: int | None, info: ValidationInfo) -> int | None:
+        batch = info.data.get("max_batch_size")
+        if value is not None and batch is not None and value <= batch:
+            raise ValueError(f"must exceed max_batch_size ({batch}) so prefill gets part of each step, got {value}")
+        return value
+
+
 class Limits(_Frozen):
     """Edge validation limits."""
 
@@ -137,7 +155,10 @@ class TriptychConfig(_Frozen):
     request_timeout_s: float | None = Field(600.0, gt=0)  # past it: HTTP 408 / gRPC DEADLINE_EXCEEDED
     ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.1, max_ongoing_requests=32, max_queued_requests=64)
     vision_encoder: DeploymentOptions = DeploymentOptions(max_replicas=2)
-    llm_decoder: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=4)
+    # max_ongoing_requests = decoder_batching.max_batch_size + max_waiting: Serve hands the engine
+    # what it can batch or queue; beyond that Serve's own queue and then 503.
+    llm_decoder: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=16)
+    decoder_batching: DecoderBatching = DecoderBatching()
     text_encoder: DeploymentOptions = DeploymentOptions(num_cpus=0.1)
     denoiser: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=8)
     encoder_batch: BatchOptions = BatchOptions()
