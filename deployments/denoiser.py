@@ -37,9 +37,9 @@ class _Request:
 
 @serve.deployment
 class Denoiser:
-    def __init__(self, model_path: str, batch: BatchOptions, max_image_size: int):
+    def __init__(self, model_path: str, batch: BatchOptions, max_image_size: int, device: str = "cpu"):
         self._engine: DenoiserEngineProtocol = DenoiserEngine.from_pretrained(
-            model_path, max_image_size=max_image_size
+            model_path, device=device, max_image_size=max_image_size
         )
         self._generate_batch.set_max_batch_size(batch.max_batch_size)
         self._generate_batch.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)

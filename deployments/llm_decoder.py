@@ -23,10 +23,17 @@ from triptych.types import DecoderInfo, SamplingParams, TextDelta, VisualInput
 @serve.deployment
 class LLMDecoder:
     def __init__(
-        self, model_path: str, batching: DecoderBatching, cache: CacheOptions, cache_server: DeploymentHandle | None
+        self,
+        model_path: str,
+        batching: DecoderBatching,
+        cache: CacheOptions,
+        cache_server: DeploymentHandle | None,
+        device: str = "cpu",
     ):
+        parts = load_language_model(model_path)
+        parts.model.to(device)  # the token embeddings are part of the model: they move with it
         # One continuous-batching loop per replica: every request joins the running batch.
-        self._batching = BatchingEngine(load_language_model(model_path), BatchingConfig(**batching.model_dump()))
+        self._batching = BatchingEngine(parts, BatchingConfig(**batching.model_dump()))
         self._engine: DecoderEngineProtocol = self._batching
         self._chat = ChatDecoder(self._engine, replica_cache(cache, cache_server))
         self._requests = 0

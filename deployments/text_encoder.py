@@ -18,8 +18,8 @@ from triptych.types import TextEncoderInfo
 
 @serve.deployment
 class TextEncoder:
-    def __init__(self, model_path: str):
-        self._engine: TextEncoderEngineProtocol = TextEncoderEngine.from_pretrained(model_path)
+    def __init__(self, model_path: str, device: str = "cpu"):
+        self._engine: TextEncoderEngineProtocol = TextEncoderEngine.from_pretrained(model_path, device=device)
         self._prompts_encoded = 0
 
     def info(self) -> TextEncoderInfo:

@@ -16,8 +16,8 @@ from triptych.types import VisionInfo
 
 @serve.deployment
 class VisionEncoder:
-    def __init__(self, model_path: str, batch: BatchOptions, limits: Limits):
-        self._engine: VisionEngineProtocol = VisionEncoderEngine(load_vision_tower(model_path))
+    def __init__(self, model_path: str, batch: BatchOptions, limits: Limits, device: str = "cpu"):
+        self._engine: VisionEngineProtocol = VisionEncoderEngine(load_vision_tower(model_path), device=device)
         self._limits = limits
         self.encode.set_max_batch_size(batch.max_batch_size)
         self.encode.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)

@@ -53,6 +53,9 @@ def test_gpu_file_shares_one_gpu_between_the_stages(tmp_path):
     shares = {name: deployments[name].ray_actor_options.get("num_gpus", 0)
               for name in ("VisionEncoder", "LLMDecoder", "Denoiser")}
     assert all(0 < share < 1 for share in shares.values()) and sum(shares.values()) <= 1
+    devices = {name: deployments[name].init_args[-1] for name in ("VisionEncoder", "LLMDecoder", "Denoiser")}
+    assert devices == dict.fromkeys(devices, "cuda")  # a stage with a GPU share runs its engine there
+    assert deployments["TextEncoder"].init_args[-1] == "cpu"
 
 
 def test_cluster_file_pins_stages_to_node_types_and_uses_an_external_redis(tmp_path):

@@ -46,6 +46,11 @@ class DeploymentOptions(_Frozen):
             raise ValueError(f"must be >= min_replicas ({minimum}), got {value}")
         return value
 
+    @property
+    def device(self) -> str:
+        """Where the stage's engine runs: the GPU share Ray gives a replica with num_gpus > 0, else the CPU."""
+        return "cuda" if self.num_gpus > 0 else "cpu"
+
     def serve_options(self) -> dict[str, Any]:
         """Keyword arguments for `Deployment.options(...)`."""
         actor_options: dict[str, Any] = {"num_cpus": self.num_cpus}
