@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     own.add_argument("--model-dir", type=Path, default=None, help="model root (TRIPTYCH_MODEL_DIR)")
     own.add_argument("--max-replicas", type=_positive(int), default=2, help="per stage deployment (2)")
     own.add_argument("--threads", type=_positive(int), default=1, help="torch threads per replica (1)")
+    own.add_argument("--decoder-batch", type=_positive(int), default=None,
+                     help="decoder continuous-batching max_batch_size (default: the config's, 8)")
     out = parser.add_argument_group("output")
     out.add_argument("--out", type=Path, default=None, help="results folder (benchmarks/results/load-PROFILE)")
     out.add_argument("--replica-interval-s", type=_positive(float), default=0.5, help="sampling period (0.5)")
@@ -147,6 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if external and (args.url if args.transport == "http" else args.grpc_target) is None:
         needed = "--url" if args.transport == "http" else "--grpc-target"
         parser.error(f"{needed}: needed by --transport {args.transport} against a running server")
+    if args.decoder_batch and external:
+        parser.error("--decoder-batch: only for the server started here (not with --url / --grpc-target)")
     if args.ray_address and not external:
         parser.error("--ray-address: only with --url / --grpc-target (a server started here is sampled directly)")
     if args.cooldown_s < 0:
@@ -174,8 +178,10 @@ def _server(args, stack: ExitStack) -> tuple[str, str, str | None]:
         return args.url, args.grpc_target, args.app_name
     from benchmarks.load_server import autoscaling_config
     from deployments.server import serving
+    from triptych.config import DecoderBatching
 
-    config = autoscaling_config(args.profile, model_root(args), args.max_replicas)
+    batching = DecoderBatching(**({"max_batch_size": args.decoder_batch} if args.decoder_batch else {}))
+    config = autoscaling_config(args.profile, model_root(args), args.max_replicas, batching)
     log(f"starting Triptych (profile {args.profile}, stages autoscale 1..{args.max_replicas}) ...")
     running = stack.enter_context(serving(config, quiet=True))
     return running.http_url, running.grpc_target, running.app_name

@@ -12,25 +12,32 @@ import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from triptych.config import DeploymentOptions, TriptychConfig
+from triptych.config import DecoderBatching, DeploymentOptions, TriptychConfig
 from triptych.ports import free_port
 
 FAST_AUTOSCALING = {"metrics_interval_s": 0.5, "look_back_period_s": 2.0, "upscale_delay_s": 2.0,
                     "downscale_delay_s": 10.0}
 
 
-def autoscaling_config(profile: str, model_dir: Path, max_replicas: int) -> TriptychConfig:
-    """A Triptych on free loopback ports whose stage deployments scale 1..max_replicas."""
+def autoscaling_config(profile: str, model_dir: Path, max_replicas: int,
+                       batching: DecoderBatching | None = None) -> TriptychConfig:
+    """A Triptych on free loopback ports whose stage deployments scale 1..max_replicas.
+
+    ``batching``: each decoder replica's engine (default: the production ``DecoderBatching``); the
+    decoder's Serve ``max_ongoing_requests`` is its batch + waiting room, as in production.
+    """
 
     def stage(**options) -> DeploymentOptions:
         return DeploymentOptions(min_replicas=1, max_replicas=max_replicas, target_ongoing_requests=2,
                                  num_cpus=0.2, **FAST_AUTOSCALING, **options)
 
+    batching = batching or DecoderBatching()
     return TriptychConfig(
         profile=profile, model_dir=model_dir, http_port=free_port(), grpc_port=free_port(),
         ingress=DeploymentOptions(num_cpus=0.1, max_ongoing_requests=64, max_queued_requests=128),
-        vision_encoder=stage(), llm_decoder=stage(max_ongoing_requests=4), denoiser=stage(),
-        text_encoder=DeploymentOptions(num_cpus=0.1),
+        vision_encoder=stage(), denoiser=stage(),
+        llm_decoder=stage(max_ongoing_requests=batching.max_batch_size + batching.max_waiting),
+        text_encoder=DeploymentOptions(num_cpus=0.1), decoder_batching=batching,
     )
 
 
