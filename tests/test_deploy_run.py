@@ -29,11 +29,16 @@ ENV.update(RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1
 READY_S = 300
 
 
-def _config_copy(tmp_path: Path) -> tuple[Path, int, int]:
-    """deploy/local.yaml with free HTTP and gRPC ports."""
+OVERRIDE = {"name": "LLMDecoder", "max_ongoing_requests": 13}  # Serve's own per-deployment override
+
+
+def _config_copy(tmp_path: Path, overrides: list[dict] | None = None) -> tuple[Path, int, int]:
+    """deploy/local.yaml with free HTTP and gRPC ports (and Serve `deployments:` overrides, if given)."""
     raw = yaml.safe_load((ROOT / "deploy" / "local.yaml").read_text())
     http_port, grpc_port = free_port(), free_port()
     raw["http_options"]["port"], raw["grpc_options"]["port"] = http_port, grpc_port
+    if overrides:
+        raw["applications"][0]["deployments"] = overrides
     path = tmp_path / f"local-{http_port}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path, http_port, grpc_port
@@ -142,9 +147,17 @@ def head(tmp_path_factory):
         while _cli("ray", "status", f"--address=127.0.0.1:{gcs_port}").returncode != 0:
             assert process.poll() is None and time.monotonic() < deadline, "ray start --head did not come up"
             time.sleep(1)
-        yield f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dashboard_port}", _config_copy(tmp_path_factory.mktemp("head"))
+        yield (f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dashboard_port}",
+               _config_copy(tmp_path_factory.mktemp("head"), [OVERRIDE]))
     finally:
         _stop(process, signal.SIGTERM)
+
+
+def _decoder_max_ongoing(dashboard: str) -> int:
+    """What Serve runs for LLMDecoder, from the dashboard's Serve REST API."""
+    details = httpx.get(f"{dashboard}/api/serve/applications/", timeout=30).json()
+    decoder = details["applications"]["triptych"]["deployments"]["LLMDecoder"]
+    return decoder["deployment_config"]["max_ongoing_requests"]
 
 
 def test_triptych_serve_joins_a_cluster_and_leaves_it_running(head):
@@ -152,6 +165,7 @@ def test_triptych_serve_joins_a_cluster_and_leaves_it_running(head):
     process = _triptych_serve(path, "--address", gcs)
     try:
         _exercise(http_port, grpc_port)
+        assert _decoder_max_ongoing(dashboard) == OVERRIDE["max_ongoing_requests"]  # the file's override won
     finally:
         output = _stop(process, signal.SIGTERM)
     assert process.returncode == 0, output
@@ -175,5 +189,6 @@ def test_serve_deploy_onto_the_running_cluster(head):
             assert time.monotonic() < deadline, f"not RUNNING after {READY_S} s: {app}"
             time.sleep(1)
         _exercise(http_port, grpc_port)
+        assert _decoder_max_ongoing(dashboard) == OVERRIDE["max_ongoing_requests"]  # over the typed 16
     finally:
         _cli("serve", "shutdown", "-y", "-a", dashboard)
