@@ -8,7 +8,7 @@ local Redis (the application's `CacheServer` deployment owns one when no URL is 
 from cache.codec import FORMAT_VERSION, SUPPORTED_DTYPES, CodecError, decode_tensors, encode_tensors
 from cache.embedded import EmbeddedRedis, EmbeddedRedisError, find_redis_server
 from cache.embedding_cache import CacheStats, EmbeddingCache
-from cache.keys import KEY_PREFIX, KEY_VERSION, cache_key, canonical_json, text_payload
+from cache.keys import KEY_PREFIX, KEY_VERSION, cache_key, canonical_json, key_stage, text_payload
 
 __all__ = [
     "FORMAT_VERSION",
@@ -25,5 +25,6 @@ __all__ = [
     "decode_tensors",
     "encode_tensors",
     "find_redis_server",
+    "key_stage",
     "text_payload",
 ]

@@ -84,6 +84,8 @@ class EmbeddingCache:
     ttl_s:            expiry of each stored value (SET ... EX ttl_s).
     socket_timeout_s: connect and read timeout; a whole Redis call is also capped at 4x this.
     retry_after_s:    how long to skip Redis after it was found unreachable.
+    observer:         called as ``observer(counter, key)`` on every counted event (e.g. to export
+                      metrics); it must be cheap and must not raise.
 
     Values are shared between coalesced callers: treat returned tensors as read-only.
     A malformed url raises ValueError here (configuration errors are loud; runtime errors are not).
@@ -96,6 +98,7 @@ class EmbeddingCache:
         socket_timeout_s: float = 0.25,
         retry_after_s: float = 1.0,
         resolve_url: Callable[[], Awaitable[str]] | None = None,
+        observer: Callable[[str, str], None] | None = None,
     ):
         if ttl_s <= 0:
             raise ValueError(f"ttl_s must be > 0, got {ttl_s}")
@@ -110,6 +113,7 @@ class EmbeddingCache:
         self._resolve_url = None if self.url is not None else resolve_url
         if self.url is not None:
             aioredis.ConnectionPool.from_url(self.url)  # parse only (no I/O): a bad URL fails here
+        self._observer = observer
         self._lock = threading.Lock()
         self._counts = {"hits": 0, "misses": 0, "errors": 0, "coalesced": 0}
         self._down_until = 0.0  # time.monotonic() before which Redis is skipped
@@ -127,7 +131,8 @@ class EmbeddingCache:
         return f"EmbeddingCache({target}, ttl_s={self.ttl_s})"
 
     def __reduce__(self):  # picklable as its configuration; clients and counters start fresh
-        return (type(self), (self.url, self.ttl_s, self.socket_timeout_s, self.retry_after_s, self._resolve_url))
+        return (type(self), (self.url, self.ttl_s, self.socket_timeout_s, self.retry_after_s, self._resolve_url,
+                            self._observer))
 
     def stats(self) -> CacheStats:
         """A snapshot of the counters."""
@@ -136,17 +141,17 @@ class EmbeddingCache:
 
     async def get(self, key: str) -> Tensors | None:
         """The tensors stored under `key`, or None on a miss (including any Redis or decode failure)."""
-        blob = await self._call("GET", lambda client: client.get(key))
+        blob = await self._call("GET", key, lambda client: client.get(key))
         tensors = None
         if blob is not _FAILED and blob is not None:
             try:
                 tensors = await asyncio.to_thread(decode_tensors, blob)  # a copy of the value: off the loop
             except CodecError as exc:
-                self._count("errors")
+                self._count("errors", key)
                 self._log.warning(
                     "decode", "cache value under %r failed to decode, treated as a miss: %s", key, exc
                 )
-        self._count("hits" if tensors is not None else "misses")
+        self._count("hits" if tensors is not None else "misses", key)
         return tensors
 
     async def put(self, key: str, tensors: Tensors) -> None:
@@ -159,10 +164,10 @@ class EmbeddingCache:
         try:
             blob = await asyncio.to_thread(encode_tensors, tensors)  # a copy of the value: off the loop
         except CodecError as exc:
-            self._count("errors")
+            self._count("errors", key)
             self._log.warning("encode", "cache value for %r not stored: %s", key, exc)
             return
-        await self._call("SET", lambda client: client.set(key, blob, ex=self.ttl_s))
+        await self._call("SET", key, lambda client: client.set(key, blob, ex=self.ttl_s))
 
     async def get_or_compute(
         self, key: str, compute: Callable[[], Awaitable[Tensors]]
@@ -196,7 +201,7 @@ class EmbeddingCache:
         state = self._state()
         task = state.inflight.get(flight)
         if task is not None:
-            self._count("coalesced")
+            self._count("coalesced", flight[1])
         else:
             task = asyncio.ensure_future(work())
             state.inflight[flight] = task
@@ -227,32 +232,32 @@ class EmbeddingCache:
     async def _exists_or_compute(
         self, key: str, compute: Callable[[], Awaitable[Tensors]]
     ) -> tuple[Tensors | None, bool]:
-        found = await self._call("EXISTS", lambda client: client.exists(key))
+        found = await self._call("EXISTS", key, lambda client: client.exists(key))
         if found is not _FAILED and found:
-            self._count("hits")
+            self._count("hits", key)
             return None, True
-        self._count("misses")
+        self._count("misses", key)
         tensors = await compute()
         await self.put(key, tensors)
         return tensors, False
 
-    async def _call(self, what: str, op: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
+    async def _call(self, what: str, key: str, op: Callable[[aioredis.Redis], Awaitable[Any]]) -> Any:
         """Run one Redis command, or return _FAILED when disabled, skipped while down, or failed."""
         if not self.enabled or time.monotonic() < self._down_until:
             return _FAILED
-        if self.url is None and not await self._found_url(what):
+        if self.url is None and not await self._found_url(what, key):
             return _FAILED
         try:
             async with asyncio.timeout(4 * self.socket_timeout_s):
                 result = await op(self._client())
         except _UNREACHABLE as exc:
-            self._count("errors")
+            self._count("errors", key)
             self._mark_down(what, exc)
             if self._resolve_url is not None:  # the server may have moved (a replaced replica): ask again
                 self.url = None
             return _FAILED
         except RedisError as exc:  # e.g. OOM on a full noeviction server: Redis is up, this call failed
-            self._count("errors")
+            self._count("errors", key)
             self._log.warning(
                 "command", "Redis %s failed, treated as a miss: %s: %s", what, type(exc).__name__, exc
             )
@@ -260,13 +265,13 @@ class EmbeddingCache:
         self._mark_up()
         return result
 
-    async def _found_url(self, what: str) -> bool:
+    async def _found_url(self, what: str, key: str) -> bool:
         """Ask `resolve_url` for the URL (first use only); a failure counts and trips the breaker."""
         try:
             async with asyncio.timeout(RESOLVE_TIMEOUT_S):
                 self.url = await self._resolve_url()
         except Exception as exc:  # noqa: BLE001  whatever the resolver raised: fail open
-            self._count("errors")
+            self._count("errors", key)
             self._mark_down(what, exc)
             return False
         return True
@@ -297,9 +302,11 @@ class EmbeddingCache:
         if was_down:
             self._log.warning("up", "Redis cache at %s reachable again", _redact(self.url))
 
-    def _count(self, name: str) -> None:
+    def _count(self, name: str, key: str) -> None:
         with self._lock:
             self._counts[name] += 1
+        if self._observer is not None:
+            self._observer(name, key)
 
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()

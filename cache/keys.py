@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 KEY_VERSION = 1
 KEY_PREFIX = f"triptych:v{KEY_VERSION}"
@@ -69,3 +69,11 @@ def canonical_json(value: Mapping[str, object]) -> str:
 def text_payload(text: str, tokenizer_id: str) -> bytes:
     """Unambiguous payload bytes for a text input: the tokenizer id and the exact text."""
     return json.dumps([tokenizer_id, text], ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def key_stage(key: str) -> str:
+    """The stage component of a key made by `cache_key` (``"vision"``, ...); ``"unknown"`` for other keys."""
+    parts = key.split(":", 3)
+    if len(parts) < 4 or f"{parts[0]}:{parts[1]}" != KEY_PREFIX:
+        return "unknown"
+    return unquote(parts[2])

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
@@ -141,8 +141,15 @@ class BatchingEngine:
     Use as a context manager, or call ``close()`` to stop the loop thread.
     """
 
-    def __init__(self, parts: LanguageModelParts, config: BatchingConfig | None = None):
+    def __init__(
+        self,
+        parts: LanguageModelParts,
+        config: BatchingConfig | None = None,
+        on_admit: Callable[[float], None] | None = None,
+    ):
+        """`on_admit(queue_seconds)` is called from the loop thread when a request gets its slot."""
         self.config = config or BatchingConfig()
+        self._on_admit = on_admit
         self._single = LLMEngine(parts)  # validation, embedding, EOS ids: shared with the per-request engine
         self.model = parts.model
         self.embed_tokens = parts.embed_tokens
@@ -323,6 +330,8 @@ class BatchingEngine:
         seq.slot = free
         seq.started_at = time.perf_counter()
         seq.handle.queue_ms = (seq.started_at - seq.submitted_at) * 1000
+        if self._on_admit is not None:
+            self._on_admit(seq.started_at - seq.submitted_at)
         self._slots[free] = seq
         self._prefilling.append(seq)
         return seq

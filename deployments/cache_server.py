@@ -14,6 +14,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from cache import EmbeddedRedis, EmbeddingCache
+from deployments.metrics import CacheMetrics
 from triptych.config import CacheOptions
 
 
@@ -35,7 +36,8 @@ class CacheServer:
 
 
 def replica_cache(options: CacheOptions, server: DeploymentHandle | None) -> EmbeddingCache:
-    """The EmbeddingCache a replica uses: the configured Redis, else the app's CacheServer, else none."""
+    """The EmbeddingCache a replica uses: the configured Redis, else the app's CacheServer, else none.
+    Its hits / misses / errors are exported as metrics (`deployments.metrics.CacheMetrics`)."""
     resolve_url = None
     if options.enabled and options.redis_url is None and server is not None:
         async def resolve_url() -> str:
@@ -46,4 +48,5 @@ def replica_cache(options: CacheOptions, server: DeploymentHandle | None) -> Emb
         ttl_s=options.ttl_s,
         socket_timeout_s=options.socket_timeout_s,
         resolve_url=resolve_url,
+        observer=CacheMetrics(),
     )

@@ -23,6 +23,7 @@ from ray import serve
 
 from denoisers.engine import DenoiseCancelled, DenoiseJob, DenoiserEngine, batch_key
 from denoisers.protocol import DenoiserEngineProtocol
+from deployments.metrics import DenoiserMetrics
 from triptych.config import BatchOptions
 from triptych.types import GeneratedImages, ImageParams, ImageProgress
 
@@ -46,6 +47,7 @@ class Denoiser:
         self._steps_run = 0
         self._batches = 0
         self._in_flight = 0
+        self._metrics = DenoiserMetrics()
 
     async def generate(
         self, cond: torch.Tensor, uncond: torch.Tensor, params: ImageParams
@@ -85,6 +87,7 @@ class Denoiser:
 
         def on_step_for(request: _Request):
             def on_step(done: int, total: int) -> bool:
+                self._metrics.generated(steps=1, images=0)  # every request's steps count
                 if request is requests[0]:  # one progress event per step for the whole group
                     self._steps_run += 1
                     loop.call_soon_threadsafe(progress.put_nowait, (done, total))
@@ -118,6 +121,7 @@ class Denoiser:
             pngs = tuple(_png(image) for image in self._engine.decode(result))
             decode_ms = (time.perf_counter() - start) * 1000.0
             seeds = tuple(job.params.seed + i for i in range(job.params.n))
+            self._metrics.generated(steps=0, images=len(pngs))
             results.append(GeneratedImages(pngs, seeds, {"denoise": round(denoise_ms, 3),
                                                           "vae_decode": round(decode_ms, 3)}))
         return results

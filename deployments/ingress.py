@@ -8,6 +8,7 @@ No `from __future__ import annotations` here: FastAPI must see real annotations 
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import contextmanager
 
@@ -23,6 +24,7 @@ from decoders.chat_template import ChatPromptBuilder
 from deployments.cache_server import replica_cache
 from deployments.grpc_chat import chat_request_from_proto, delta_to_proto, usage_to_proto
 from deployments.grpc_images import image_event_to_proto, image_request_from_proto
+from deployments.metrics import RequestMetrics
 from deployments.openai_chat import CompletionIds, error_body, parse_chat_body
 from deployments.openai_images import images_body, parse_image_body
 from deployments.stage_clients import (
@@ -101,6 +103,7 @@ class TriptychIngress:
         self._model_name = chat_model_path.rstrip("/").rsplit("/", 1)[-1]
         self._image_model_name = image_model_path.rstrip("/").rsplit("/", 1)[-1]
         self._cache = replica_cache(config.cache, cache_server)
+        self._metrics = RequestMetrics()
         tokenizer = load_chat_tokenizer(chat_model_path)
         self._chat = ChatPipeline(
             ServeVisionStage(vision_encoder),
@@ -116,13 +119,15 @@ class TriptychIngress:
 
     async def _start_chat(self, request: ChatRequest) -> tuple[TextDelta | ChatUsage, AsyncIterator]:
         """Validate and run until the first event, so request errors surface before any byte is sent."""
+        started = time.perf_counter()
         await asyncio.to_thread(validate_chat_request, request, self._config.limits)
-        events = self._chat.run(request)
+        events = self._metrics.chat(self._chat.run(request), started)
         return await anext(events), events
 
     async def _start_images(self, request: ImageRequest) -> tuple[ImageProgress | ImageResult, AsyncIterator]:
+        started = time.perf_counter()
         validate_image_request(request, self._config.images.max_size)
-        events = self._images.run(request)
+        events = self._metrics.images(self._images.run(request), started)
         return await anext(events), events
 
     @staticmethod

@@ -14,6 +14,7 @@ from ray.serve.handle import DeploymentHandle
 from decoders.batching import BatchingConfig, BatchingEngine
 from decoders.protocol import DecoderEngineProtocol
 from deployments.cache_server import replica_cache
+from deployments.metrics import DecoderMetrics
 from models import load_language_model
 from pipelines.chat_decoder import ChatDecoder
 from triptych.config import CacheOptions, DecoderBatching
@@ -33,7 +34,8 @@ class LLMDecoder:
         parts = load_language_model(model_path)
         parts.model.to(device)  # the token embeddings are part of the model: they move with it
         # One continuous-batching loop per replica: every request joins the running batch.
-        self._batching = BatchingEngine(parts, BatchingConfig(**batching.model_dump()))
+        self._metrics = DecoderMetrics()
+        self._batching = BatchingEngine(parts, BatchingConfig(**batching.model_dump()), on_admit=self._metrics.queued)
         self._engine: DecoderEngineProtocol = self._batching
         self._chat = ChatDecoder(self._engine, replica_cache(cache, cache_server))
         self._requests = 0
@@ -46,8 +48,12 @@ class LLMDecoder:
     ) -> AsyncIterator[TextDelta]:
         # Cache reads, pruning and every model step run in worker threads: the event loop stays free.
         self._requests += 1
-        async for delta in self._chat.generate(prompt_ids, images, params):
-            yield delta
+        self._metrics.load(self._batching.stats())
+        try:
+            async for delta in self._chat.generate(prompt_ids, images, params):
+                yield delta
+        finally:
+            self._metrics.load(self._batching.stats())
 
     def stats(self) -> dict[str, int]:
         engine = self._batching.stats()

@@ -7,6 +7,10 @@ overrides). Without an address a fresh local Ray is started and stopped afterwar
 (`--address auto`, `ray://...`, `host:port`, or `RAY_ADDRESS`) the cluster is joined, only Triptych's
 applications are deleted at the end, and the cluster keeps running. The embedded Redis is not started
 here: it is a deployment of the application (`CacheServer`).
+
+Metrics (`deployments.metrics`, Serve's own): with `metrics_port`, a Ray started here exports them for
+Prometheus at ``http://127.0.0.1:PORT/metrics``; a joined cluster exports on the port its nodes were
+started with (``ray start --metrics-export-port PORT``), so `metrics_port` is ignored there.
 """
 
 from __future__ import annotations
@@ -67,12 +71,14 @@ def serving(
     app_configs: dict[str, TriptychConfig] | None = None,
     address: str | None = None,
     quiet: bool = False,
+    metrics_port: int | None = None,
 ) -> Iterator[RunningServer]:
     """Run Triptych until the block exits; what was started here is stopped afterwards.
 
     Pass a `config` (its ports and models), or a validated `serve_config` with its Triptych
     `app_configs` (from `deployments.serve_config.load_serve_config`). `address` None (and no
     RAY_ADDRESS) starts a private local Ray; otherwise that cluster is joined and left running.
+    `metrics_port`: where a Ray started here serves Prometheus metrics (None: a port Ray picks).
     """
     if serve_config is None:
         config = config or TriptychConfig()
@@ -95,8 +101,13 @@ def serving(
     address = address or os.environ.get("RAY_ADDRESS") or None
     joined = address is not None
     started_ray = not ray.is_initialized()
+    if metrics_port is not None and (joined or not started_ray):
+        logging.getLogger(__name__).warning(
+            "metrics_port %d ignored: the joined Ray exports metrics on its own --metrics-export-port", metrics_port
+        )
     if started_ray:
         ray.init(
+            _metrics_export_port=metrics_port if not joined else None,
             address=address or "local",  # "local": never attach to some other cluster by accident
             include_dashboard=False if not joined else None,
             log_to_driver=not quiet,

@@ -54,7 +54,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _warn_if_open(serve_config.http_options.host)
     stop = threading.Event()
     try:
-        with serving(serve_config=serve_config, app_configs=app_configs, address=args.address) as server:
+        with serving(serve_config=serve_config, app_configs=app_configs, address=args.address,
+                     metrics_port=args.metrics_port) as server:
             # After ray.init: Ray's core worker installs its own SIGTERM handler (it aborts the process)
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             print(f"Triptych is serving: HTTP {server.http_url}/v1  gRPC {server.grpc_target}  "
@@ -203,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a Serve config file (e.g. deploy/local.yaml); the flags above override it")
     serve.add_argument("--address", help="join this Ray cluster (auto, ray://host:10001, host:6379; env "
                                          "RAY_ADDRESS) instead of starting a local one; it keeps running after")
+    serve.add_argument("--metrics-port", type=int, help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics "
+                       "(a Ray started here; a joined cluster exports on its own --metrics-export-port)")
     chat = sub.add_parser("chat", help="stream an answer from a running server over gRPC")
     chat.add_argument("question")
     chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
