@@ -17,6 +17,12 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_collection_modifyitems(items):
+    """Modules marked `own_ray` start a Ray of their own: they run first (in file order), before any
+    test starts the shared `server` below."""
+    items.sort(key=lambda item: item.get_closest_marker("own_ray") is None)  # stable: order kept otherwise
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     config = TriptychConfig(

@@ -9,8 +9,8 @@ six users sending cached-image chats, until the scale-up is seen (or their reque
 Replica counts are RUNNING replicas from ``serve.status()`` (``benchmarks.load_replicas``), polled
 until a condition holds or its deadline passes.
 
-The module starts its own Ray, so it runs before any module that uses the session ``server`` fixture
-(file order) or in a pytest process of its own.
+The module starts its own Ray (marked ``own_ray``: conftest runs it before any module that uses the
+session ``server`` fixture), or runs in a pytest process of its own.
 """
 
 import threading
@@ -30,6 +30,8 @@ FAST = {"metrics_interval_s": 0.2, "look_back_period_s": 1.0, "upscale_delay_s":
 LOADED, UNLOADED = "LLMDecoder", "Denoiser"
 DEADLINE_S = 60.0
 USERS = 6
+
+pytestmark = pytest.mark.own_ray
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ in the decoder, which reads the features by key) and two image requests with the
 first misses its prompt and negative-prompt embeddings, the second hits both). Ray's metrics agent
 reports every few seconds, so the scrape is polled until it shows the expected values or 60 s pass.
 
-The module starts its own Ray, so it runs before any module that uses the session ``server`` fixture
-(file order) or in a pytest process of its own.
+The module starts its own Ray (marked ``own_ray``: conftest runs it before any module that uses the
+session ``server`` fixture), or runs in a pytest process of its own.
 """
 
 import time
@@ -25,6 +25,8 @@ from triptych.ports import free_port
 
 DEADLINE_S = 60.0
 CHATS, IMAGES, STEPS = 3, 2, 2
+
+pytestmark = pytest.mark.own_ray
 
 
 @pytest.fixture(scope="module")
