@@ -40,6 +40,8 @@ def refusal(capsys, argv: list[str]) -> str:
     (["--repeat-fraction", "1.5"], "--repeat-fraction", "[0, 1]"),
     (["--slo-ttft-ms", "-5"], "--slo-ttft-ms", "must be > 0"),
     (["--cooldown-s", "-1"], "--cooldown-s", ">= 0"),
+    (["--decoder-batch", "0"], "--decoder-batch", "must be > 0"),
+    (["--decoder-batch", "16", "--url", "http://127.0.0.1:8000"], "--decoder-batch", "only for the server started here"),
 ])
 def test_bad_arguments_are_refused_naming_the_flag(capsys, argv, flag, why):
     message = refusal(capsys, argv)
@@ -56,6 +58,16 @@ def test_good_arguments_make_levels_slo_and_loopback_targets():
     assert [level.mode for level in parse_args(["--mode", "closed"]).levels] == ["closed"] * 3
     assert loopback_url("http://[::1]:8000") == "http://[::1]:8000"
     assert loopback_target("127.0.0.9:9000") == "127.0.0.9:9000"
+
+
+def test_the_decoder_started_here_takes_its_engines_batch_and_waiting_room(tmp_path):
+    from benchmarks.load_server import autoscaling_config
+    from triptych.config import DecoderBatching
+
+    default = autoscaling_config("tiny", tmp_path, 2)
+    assert default.llm_decoder.max_ongoing_requests == 16 and default.decoder_batching == DecoderBatching()
+    wide = autoscaling_config("tiny", tmp_path, 2, DecoderBatching(max_batch_size=16))
+    assert wide.llm_decoder.max_ongoing_requests == 24 and wide.decoder_batching.max_batch_size == 16
 
 
 def test_percentile_interpolates_like_numpy():
