@@ -189,6 +189,6 @@ def test_serve_deploy_onto_the_running_cluster(head):
             assert time.monotonic() < deadline, f"not RUNNING after {READY_S} s: {app}"
             time.sleep(1)
         _exercise(http_port, grpc_port)
-        assert _decoder_max_ongoing(dashboard) == OVERRIDE["max_ongoing_requests"]  # over the typed 16
+        assert _decoder_max_ongoing(dashboard) == OVERRIDE["max_ongoing_requests"]  # over the file's 24
     finally:
         _cli("serve", "shutdown", "-y", "-a", dashboard)
