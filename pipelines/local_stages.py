@@ -27,7 +27,7 @@ class LocalVisionStage:
         self.images_encoded = 0
 
     async def info(self) -> VisionInfo:
-        return VisionInfo.from_fingerprint(self._engine.fingerprint, self._engine.num_visual_tokens)
+        return self._engine.info()
 
     async def encode(self, image: bytes) -> VisionFeatures:
         return await asyncio.to_thread(self._encode, image)
