@@ -64,10 +64,11 @@ def test_the_decoder_started_here_takes_its_engines_batch_and_waiting_room(tmp_p
     from benchmarks.load_server import autoscaling_config
     from triptych.config import DecoderBatching
 
-    default = autoscaling_config("tiny", tmp_path, 2)
-    assert default.llm_decoder.max_ongoing_requests == 16 and default.decoder_batching == DecoderBatching()
-    wide = autoscaling_config("tiny", tmp_path, 2, DecoderBatching(max_batch_size=16))
-    assert wide.llm_decoder.max_ongoing_requests == 24 and wide.decoder_batching.max_batch_size == 16
+    default, batching = autoscaling_config("tiny", tmp_path, 2), DecoderBatching()
+    assert default.decoder_batching == batching
+    assert default.llm_decoder.max_ongoing_requests == batching.max_batch_size + batching.max_waiting
+    narrow = autoscaling_config("tiny", tmp_path, 2, DecoderBatching(max_batch_size=4, max_waiting=3))
+    assert narrow.llm_decoder.max_ongoing_requests == 7 and narrow.decoder_batching.max_batch_size == 4
 
 
 def test_percentile_interpolates_like_numpy():
