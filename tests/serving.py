@@ -22,3 +22,13 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
 def user_message(text: str, *images: bytes) -> dict:
     parts = [{"type": "image_url", "image_url": {"url": data_url(b)}} for b in images]
     return {"role": "user", "content": [*parts, {"type": "text", "text": text}]}
+
+
+def require_own_ray(module: str) -> None:
+    """An `own_ray` module starts Ray in this process: fail clearly if another module's server runs."""
+    import pytest
+    import ray
+
+    if ray.is_initialized():
+        pytest.fail(f"{module} starts its own Ray, but one is already running in this process "
+                    "(another module's server): run this module first or on its own")

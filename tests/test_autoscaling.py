@@ -23,6 +23,7 @@ from benchmarks.load_replicas import running_replicas
 from benchmarks.load_transports import HttpSender
 from benchmarks.load_workload import WorkloadGenerator, WorkloadOptions
 from deployments.server import serving
+from tests.serving import require_own_ray
 from triptych.config import DeploymentOptions, TriptychConfig
 from triptych.ports import free_port
 
@@ -36,11 +37,7 @@ pytestmark = pytest.mark.own_ray
 
 @pytest.fixture(scope="module")
 def autoscaling_server(tmp_path_factory):
-    import ray
-
-    if ray.is_initialized():
-        pytest.fail("test_autoscaling starts its own Ray, but one is already running in this process "
-                    "(another module's server): run this module first or on its own")
+    require_own_ray("test_autoscaling")
 
     def scalable(max_replicas: int, **options) -> DeploymentOptions:
         return DeploymentOptions(min_replicas=1, max_replicas=max_replicas, target_ongoing_requests=1,

@@ -19,7 +19,7 @@ from openai import OpenAI
 from prometheus_client.parser import text_string_to_metric_families
 
 from deployments.server import serving
-from tests.serving import image_bytes, user_message
+from tests.serving import image_bytes, require_own_ray, user_message
 from triptych.config import DeploymentOptions, TriptychConfig
 from triptych.ports import free_port
 
@@ -31,11 +31,7 @@ pytestmark = pytest.mark.own_ray
 
 @pytest.fixture(scope="module")
 def metrics_server(tmp_path_factory):
-    import ray
-
-    if ray.is_initialized():
-        pytest.fail("test_metrics starts its own Ray, but one is already running in this process "
-                    "(another module's server): run this module first or on its own")
+    require_own_ray("test_metrics")
     config = TriptychConfig(
         profile="tiny", model_dir=tmp_path_factory.mktemp("models"), http_port=free_port(),
         grpc_port=free_port(),
