@@ -30,3 +30,24 @@ class OverloadedError(RuntimeError):
     ``max_batch_size + max_waiting``). Maps to HTTP 503 / gRPC RESOURCE_EXHAUSTED, like Serve's own
     ``BackPressureError``.
     """
+
+
+class DeadlineExceeded(TimeoutError):
+    """A request ran past its time limit (a workflow's or one step's). Maps to HTTP 408 / gRPC
+    DEADLINE_EXCEEDED; the message names the workflow or the step and the limit."""
+
+    def __reduce__(self):
+        return (type(self), self.args)
+
+
+class WorkflowError(RuntimeError):
+    """A workflow step failed for a reason other than a bad request. Maps to HTTP 500 / gRPC INTERNAL;
+    `step` names the step, the message carries the original error."""
+
+    def __init__(self, step: str, message: str):
+        super().__init__(f"step {step!r} failed: {message}")
+        self.step = step
+        self.message = message
+
+    def __reduce__(self):
+        return (type(self), (self.step, self.message))

@@ -1,0 +1,53 @@
+"""``embed``: joint image-text (CLIP) embeddings of texts and/or images, through the embedding cache.
+
+Exactly one of the inputs: one ``text``, ``image`` or ``item`` (a text or an image), or a list of
+``texts``, ``images`` or ``items``. ``embedding`` is the first vector (the only one for a single
+input), ``embeddings`` all of them in input order, as one (N, D) tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.workflow.ops.context import OpContext
+from pipelines.workflow.ops.operation import Operation, OpOutput, outputs, param
+
+SINGLE = ("text", "image", "item")
+LISTS = ("texts", "images", "items")
+
+
+def embed_items(args: dict[str, Any]) -> list:
+    """The one given input as a list of ``triptych.types.EmbedItem``."""
+    from triptych.types import EmbedItem  # lands with pipelines.embeddings (issue 11, item 5)
+
+    name = next(name for name in (*SINGLE, *LISTS) if name in args)
+    values = list(args[name]) if name in LISTS else [args[name]]
+    return [EmbedItem(text=value, image=None) if isinstance(value, str) else EmbedItem(text=None, image=bytes(value))
+            for value in values]  # fmt: skip
+
+
+async def run(context: OpContext, args: dict[str, Any]):
+    pipeline = context.need("embeddings")
+    items = embed_items(args)
+    if not items:
+        raise ValueError("nothing to embed: the list is empty")
+    result = await pipeline.embed(items)
+    vectors = result.vectors  # (N, D), L2-normalised
+    yield OpOutput({"embedding": vectors[0], "embeddings": vectors}, cache_hit=result.cache_hit)
+
+
+OP = Operation(
+    name="embed",
+    description="CLIP embeddings in the joint image-text space (L2-normalised)",
+    inputs={
+        "text": param("text", "one text"),
+        "image": param("image", "one image"),
+        "item": param("text | image", "one text or image"),
+        "texts": param("list[text]", "texts"),
+        "images": param("list[image]", "images"),
+        "items": param("list[text | image]", "texts and images, mixed"),
+    },
+    outputs=outputs(embedding="embedding", embeddings="list[embedding]"),
+    run=run,
+    one_of=(*SINGLE, *LISTS),
+)
