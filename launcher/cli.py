@@ -1,4 +1,4 @@
-"""`triptych` command line: serve, demo, chat, generate."""
+"""`triptych` command line: serve, demo, chat, generate, workflow."""
 
 from __future__ import annotations
 
@@ -188,6 +188,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_workflow(args: argparse.Namespace) -> int:
+    """``triptych workflow validate FILE...``; ``validate`` is reserved, any other first word names a workflow."""
+    if args.name != "validate":
+        raise CliError(f"unknown workflow command {args.name!r}; try: triptych workflow validate FILE")
+    if not args.args:
+        raise CliError("workflow validate needs at least one FILE")
+    return _validate_workflow_files([Path(file) for file in args.args])
+
+
+def _validate_workflow_files(paths: list[Path]) -> int:
+    """Print every problem of every file (exit 2), or one line per valid file (exit 0)."""
+    from pipelines.workflow.load import check_file
+
+    failed = 0
+    for path in paths:
+        workflow, problems = check_file(path)
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        if problems:
+            failed += 1
+            print(f"{path}: {len(problems)} error{'s' if len(problems) > 1 else ''}", file=sys.stderr)
+        else:
+            print(f"{path}: workflow {workflow.name!r} is valid ({len(workflow.inputs)} inputs, "
+                  f"{len(workflow.steps)} steps, outputs {', '.join(o.name for o in workflow.outputs)})")
+    return 2 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="triptych", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -230,6 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--cache-interval", type=int)
     gen.add_argument("--target", default="127.0.0.1:9000")
     gen.set_defaults(func=cmd_generate)
+    workflow = sub.add_parser("workflow", help="workflows: `validate FILE...` checks workflow files, no server")
+    workflow.add_argument("name", metavar="validate", help="validate (reserved)")
+    workflow.add_argument("args", nargs="*", metavar="FILE", help="workflow YAML files")
+    workflow.set_defaults(func=cmd_workflow)
     return parser
 
 

@@ -159,6 +159,12 @@ class TriptychConfig(_Frozen):
     http_port: int = 8000
     grpc_port: int = 9000
     request_timeout_s: float | None = Field(600.0, gt=0)  # past it: HTTP 408 / gRPC DEADLINE_EXCEEDED
+    # User workflow files (*.yaml) loaded beside the built-ins at start-up (pipelines.workflow.load).
+    workflows_dir: Path | None = Field(
+        default_factory=lambda: Path(os.environ["TRIPTYCH_WORKFLOWS_DIR"])
+        if os.environ.get("TRIPTYCH_WORKFLOWS_DIR") else None
+    )
+    workflow_timeout_s: float | None = Field(None, gt=0)  # one workflow run; None: request_timeout_s applies
     ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.1, max_ongoing_requests=32, max_queued_requests=64)
     vision_encoder: DeploymentOptions = DeploymentOptions(max_replicas=2)
     # max_ongoing_requests = decoder_batching.max_batch_size + max_waiting: Serve hands the engine

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from pipelines.workflow.spec import INPUTS, InputSpec, OutputRef, Problem, Ref, Step, Workflow
-from pipelines.workflow.types import TypeParseError, conforms, parse_type
+from pipelines.workflow.types import NEVER, TypeParseError, conforms, parse_type
 from pipelines.workflow.validate import validate_workflow
 
 BUILTIN_DIR = Path(__file__).with_name("builtin")
@@ -66,6 +66,22 @@ def load_workflows(directory: Path | None = None) -> dict[str, Workflow]:
     return workflows
 
 
+def check_file(path: Path) -> tuple[Workflow | None, list[Problem]]:
+    """``load_file`` plus what start-up would also refuse: a name a built-in already has
+    (``triptych workflow validate``)."""
+    workflow, problems = load_file(path)
+    builtin = next((b for b in _builtin_sources() if b.name == getattr(workflow, "name", None)), None)
+    if workflow is not None and builtin is not None and Path(builtin.source).resolve() != Path(path).resolve():
+        problems.append(Problem(str(path), "name", f"{workflow.name!r} is already the name of the built-in in "
+                                f"{builtin.source}; choose another name"))  # fmt: skip
+        return None, problems
+    return workflow, problems
+
+
+def _builtin_sources() -> list[Workflow]:
+    return [w for path in _yaml_files(BUILTIN_DIR) if (w := load_file(path, builtin=True)[0]) is not None]
+
+
 def load_file(path: Path, *, builtin: bool = False) -> tuple[Workflow | None, list[Problem]]:
     """Parse and validate one file: (the workflow, or None when it has problems; every problem)."""
     source = str(path)
@@ -101,6 +117,8 @@ def parse_workflow(data: Any, source: str, *, builtin: bool = False) -> tuple[Wo
         problem("description", "must be a string")
     inputs = _mapping(data, "inputs", problem)
     outputs = _mapping(data, "outputs", problem)
+    if not outputs and isinstance(data.get("outputs") or {}, dict):
+        problem("outputs", "a workflow needs at least one output")
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
         problem("steps", "must be a non-empty list of steps")
@@ -132,7 +150,7 @@ def _input(name: Any, raw: Any, problem) -> InputSpec | None:
         value_type = parse_type(raw.get("type"))
     except TypeParseError as exc:
         problem(where, str(exc))
-        return None
+        return InputSpec(name, NEVER)  # still declared: its uses are not reported again
     default = raw.get("default")
     if default is not None and not conforms(default, value_type):
         problem(where, f"default {default!r} is not a {value_type}")

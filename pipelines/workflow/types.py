@@ -48,6 +48,10 @@ class ValueType:
         return self.args if self.name == "union" else (self,)
 
 
+NEVER = ValueType("union", ())  # an input whose declared type is invalid: fits everywhere, so one
+# mistake is reported once (the workflow is rejected anyway)
+
+
 def list_of(item: ValueType) -> ValueType:
     return ValueType("list", (item,))
 
