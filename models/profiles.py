@@ -2,7 +2,8 @@
 
 ``PROFILES`` is the registry: a ``Profile`` knows the checkpoints it provides under the model root
 (``TRIPTYCH_MODEL_DIR``), creating them first if it generates them, and its default chat model.
-``tiny`` provides ``tiny-open-clip-llava`` (default) and ``tiny-hf-llava``. ``bench`` and ``toy``
+``tiny`` provides ``tiny-open-clip-llava`` (default) and ``tiny-hf-llava``, plus ``tiny-sd`` for images and
+``tiny-clip`` for embeddings (``bench`` reuses ``tiny-clip``). ``bench`` and ``toy``
 are one more entry each; ``toy`` serves the weights trained on the toy world and shipped in the
 repository under ``toy/checkpoints/`` (it ignores the model root). A chat model may also be any checkpoint directory (a name under the model
 root, or a path), so a real LLaVA checkpoint needs no code.
@@ -21,31 +22,36 @@ class Profile:
     ensure: Callable[[Path], dict[str, Path]]  # model root -> {name: checkpoint dir}, created on demand
     chat_model: str  # the default chat model, one of ``models``
     image_model: str  # the default text-to-image model, one of ``models``
+    embedding_model: str  # the default joint image-text embedder (an open_clip directory), one of ``models``
 
 
 def _ensure_tiny(model_dir: Path) -> dict[str, Path]:
     from .tiny import ensure_tiny_models
+    from .tiny_clip import TINY_CLIP, ensure_tiny_clip
     from .tiny_diffusion import ensure_tiny_diffusion
 
-    return {**ensure_tiny_models(model_dir), "tiny-sd": ensure_tiny_diffusion(model_dir)}
+    return {**ensure_tiny_models(model_dir), "tiny-sd": ensure_tiny_diffusion(model_dir),
+            TINY_CLIP: ensure_tiny_clip(model_dir)}
 
 
 def _ensure_bench(model_dir: Path) -> dict[str, Path]:
     from .bench import ensure_bench_models
     from .bench_diffusion import ensure_bench_diffusion
+    from .tiny_clip import TINY_CLIP, ensure_tiny_clip
     from .tiny_diffusion import ensure_tiny_diffusion
 
     return {
         **ensure_bench_models(model_dir),
         "bench-sd": ensure_bench_diffusion(model_dir),
         "tiny-sd": ensure_tiny_diffusion(model_dir),
+        TINY_CLIP: ensure_tiny_clip(model_dir),
     }
 
 
 # The toy checkpoints are data shipped beside the code (a directory, not an import of the ``toy``
 # package): ``<repo or site-packages>/toy/checkpoints/<name>``.
 TOY_CHECKPOINTS = Path(__file__).resolve().parents[1] / "toy" / "checkpoints"
-TOY_MODELS = ("toy-vlm", "toy-sd")
+TOY_MODELS = ("toy-vlm", "toy-sd", "toy-clip")
 
 
 def _ensure_toy(model_dir: Path) -> dict[str, Path]:
@@ -55,22 +61,25 @@ def _ensure_toy(model_dir: Path) -> dict[str, Path]:
 
 PROFILES: dict[str, Profile] = {
     "tiny": Profile(
-        models=("tiny-open-clip-llava", "tiny-hf-llava", "tiny-sd"),
+        models=("tiny-open-clip-llava", "tiny-hf-llava", "tiny-sd", "tiny-clip"),
         ensure=_ensure_tiny,
         chat_model="tiny-open-clip-llava",
         image_model="tiny-sd",
+        embedding_model="tiny-clip",
     ),
     "toy": Profile(
         models=TOY_MODELS,
         ensure=_ensure_toy,
         chat_model="toy-vlm",
         image_model="toy-sd",
+        embedding_model="toy-clip",
     ),
     "bench": Profile(
-        models=("bench-hf-llava", "bench-sd", "tiny-sd"),
+        models=("bench-hf-llava", "bench-sd", "tiny-sd", "tiny-clip"),
         ensure=_ensure_bench,
         chat_model="bench-hf-llava",
         image_model="bench-sd",
+        embedding_model="tiny-clip",
     ),
 }
 
@@ -89,6 +98,13 @@ def resolve_image_model(profile: str, model_dir: Path | str, image_model: str | 
     """Directory of the text-to-image (Stable-Diffusion-format) checkpoint to serve; as above."""
     spec = _profile(profile)
     return _resolve(spec, profile, Path(model_dir), spec.image_model if image_model is None else image_model)
+
+
+def resolve_embedding_model(profile: str, model_dir: Path | str, embedding_model: str | None = None) -> Path:
+    """Directory of the joint image-text embedder (an open_clip ``local-dir`` checkpoint); as above."""
+    spec = _profile(profile)
+    name = spec.embedding_model if embedding_model is None else embedding_model
+    return _resolve(spec, profile, Path(model_dir), name)
 
 
 def _profile(profile: str) -> Profile:

@@ -9,6 +9,8 @@ import torch
 
 from triptych.types import (
     DecoderInfo,
+    EmbedderInfo,
+    Embeddings,
     GeneratedImages,
     ImageParams,
     ImageProgress,
@@ -49,3 +51,13 @@ class DenoiserStage(Protocol):
     def generate(
         self, cond: torch.Tensor, uncond: torch.Tensor, params: ImageParams
     ) -> AsyncIterator[ImageProgress | GeneratedImages]: ...
+
+
+class EmbedderStage(Protocol):
+    """Joint image-text embeddings; ``fields`` name each input in errors (RequestError)."""
+
+    async def info(self) -> EmbedderInfo: ...
+
+    async def embed_texts(self, texts: Sequence[str], fields: Sequence[str]) -> Embeddings: ...
+
+    async def embed_images(self, images: Sequence[bytes], fields: Sequence[str]) -> Embeddings: ...

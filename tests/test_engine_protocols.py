@@ -14,8 +14,9 @@ import models
 from decoders.engine import LLMEngine
 from decoders.protocol import DecoderEngineProtocol
 from denoisers import DenoiserEngine, DenoiserEngineProtocol, TextEncoderEngine, TextEncoderEngineProtocol
+from encoders.clip_embedder import ClipEmbedder
 from encoders.engine import VisionEncoderEngine
-from encoders.protocol import VisionEngineProtocol
+from encoders.protocol import EmbedderEngineProtocol, VisionEngineProtocol
 from toy import CHECKPOINTS
 from triptych.types import DecoderInfo, VisionInfo
 
@@ -24,6 +25,7 @@ PAIRS = [
     (LLMEngine, DecoderEngineProtocol),
     (TextEncoderEngine, TextEncoderEngineProtocol),
     (DenoiserEngine, DenoiserEngineProtocol),
+    (ClipEmbedder, EmbedderEngineProtocol),
 ]
 
 

@@ -114,7 +114,7 @@ def test_profiles(model_dirs, tmp_path):
     assert resolve_chat_model("tiny", root) == model_dirs["tiny-open-clip-llava"]
     assert resolve_chat_model("tiny", root, "tiny-hf-llava") == model_dirs["tiny-hf-llava"]
     assert resolve_chat_model("tiny", root, "tiny-open-clip-llava") == model_dirs["tiny-open-clip-llava"]
-    assert set(PROFILES["tiny"].models) == {*model_dirs, "tiny-sd"}
+    assert set(PROFILES["tiny"].models) == {*model_dirs, "tiny-sd", "tiny-clip"}
     assert resolve_image_model("tiny", root).name == "tiny-sd"
     # any checkpoint directory: a path, or a name under the model root; nothing is generated for it
     custom = tmp_path / "my-llava"

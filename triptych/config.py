@@ -110,6 +110,7 @@ class Limits(_Frozen):
     max_image_pixels: int = Field(4_000_000, ge=1)  # far below Pillow's ~89 MP bomb threshold
     max_image_bytes: int = Field(20 * 2**20, ge=1)
     max_tokens: int = Field(1024, ge=1)  # upper bound accepted for a request's max_tokens
+    max_embedding_inputs: int = Field(256, ge=1)  # items (texts + images) in one embeddings request
 
 
 class ChatDefaults(_Frozen):
@@ -155,6 +156,7 @@ class TriptychConfig(_Frozen):
     )
     chat_model: str | None = None  # a model name in model_dir or a path; None = the profile's
     image_model: str | None = None  # likewise for text-to-image
+    embedding_model: str | None = None  # likewise for joint image-text embeddings (an open_clip directory)
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int = 9000
@@ -173,8 +175,10 @@ class TriptychConfig(_Frozen):
     decoder_batching: DecoderBatching = DecoderBatching()
     text_encoder: DeploymentOptions = DeploymentOptions(num_cpus=0.1)
     denoiser: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=8)
+    embedder: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=16)
     encoder_batch: BatchOptions = BatchOptions()
     denoiser_batch: BatchOptions = BatchOptions(max_batch_size=4, batch_wait_timeout_s=0.02)
+    embedder_batch: BatchOptions = BatchOptions()  # requests merged into one forward per kind (texts, images)
     limits: Limits = Limits()
     chat: ChatDefaults = ChatDefaults()
     images: ImageDefaults = ImageDefaults()

@@ -170,3 +170,44 @@ class ImageParams:
     seed: int
     n: int
     cache_interval: int = 1
+
+
+@dataclass(frozen=True)
+class EmbedItem:
+    """One input of an embeddings request: exactly one of a text or an image file's bytes.
+
+    Validation (exactly one set, non-empty, a decodable image) is ``pipelines.embeddings``'s.
+    """
+
+    text: str | None = None
+    image: bytes | None = None  # raw PNG / JPEG / WEBP / GIF file bytes
+
+
+@dataclass(frozen=True)
+class EmbedderInfo:
+    """Static facts about the joint image-text embedder stage: cache keys, limits and usage need them."""
+
+    model_id: str
+    revision: str  # short sha256 of the checkpoint's files (weights, config, tokenizer)
+    dimensions: int  # D, the joint space's size
+    context_length: int  # the most tokens one text may have (longer texts are rejected)
+    image_tokens: int  # patch tokens one image counts as in usage (0 when the tower does not say)
+    preprocess: dict = field(default_factory=dict)  # image preprocessing + dtype: part of the cache keys
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """What the embedder stage returns for a batch of texts or of images."""
+
+    vectors: torch.Tensor  # (N, D) float32, L2-normalised
+    tokens: tuple[int, ...]  # per input: text tokens (with special tokens), or EmbedderInfo.image_tokens
+
+
+@dataclass(frozen=True)
+class EmbeddingResult:
+    """The embeddings of a request's items, in their order (``pipelines.embeddings.EmbeddingPipeline``)."""
+
+    vectors: torch.Tensor  # (N, D) float32, L2-normalised: cosine similarity is a dot product
+    cache_hit: bool  # every item's vector came from the cache
+    prompt_tokens: int  # sum of the items' tokens (Embeddings.tokens)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # "embed" (when the stage ran), "cache"
