@@ -11,6 +11,7 @@ import yaml
 from pipelines.workflow.load import parse_workflow
 from pipelines.workflow.spec import Problem, Workflow
 from pipelines.workflow.validate import validate_workflow
+from triptych.errors import RequestError
 from triptych.types import ChatUsage, ImageProgress, ImageResult, TextDelta
 
 
@@ -75,7 +76,9 @@ class FakeEmbeddings:
         self.dim = dim
         self.calls: list[list] = []
 
-    async def embed(self, items):
+    async def embed(self, items, field="input"):
+        if not items:
+            raise RequestError(field, "must not be empty")
         self.calls.append(list(items))
         rows = [self._vector(item.text if item.text is not None else item.image) for item in items]
         return FakeEmbeddingResult(torch.nn.functional.normalize(torch.stack(rows), dim=-1), cache_hit=False)

@@ -11,27 +11,24 @@ from typing import Any
 
 from pipelines.workflow.ops.context import OpContext
 from pipelines.workflow.ops.operation import Operation, OpOutput, outputs, param
+from triptych.types import EmbedItem
 
 SINGLE = ("text", "image", "item")
 LISTS = ("texts", "images", "items")
 
 
-def embed_items(args: dict[str, Any]) -> list:
-    """The one given input as a list of ``triptych.types.EmbedItem``."""
-    from triptych.types import EmbedItem  # lands with pipelines.embeddings (issue 11, item 5)
-
+def embed_items(args: dict[str, Any]) -> tuple[str, list[EmbedItem]]:
+    """(the name of the one given input, its values as EmbedItems)."""
     name = next(name for name in (*SINGLE, *LISTS) if name in args)
     values = list(args[name]) if name in LISTS else [args[name]]
-    return [EmbedItem(text=value, image=None) if isinstance(value, str) else EmbedItem(text=None, image=bytes(value))
-            for value in values]  # fmt: skip
+    return name, [EmbedItem(text=value) if isinstance(value, str) else EmbedItem(image=bytes(value))
+                  for value in values]  # fmt: skip
 
 
 async def run(context: OpContext, args: dict[str, Any]):
     pipeline = context.need("embeddings")
-    items = embed_items(args)
-    if not items:
-        raise ValueError("nothing to embed: the list is empty")
-    result = await pipeline.embed(items)
+    name, items = embed_items(args)
+    result = await pipeline.embed(items, field=name)  # a bad item's error names images[2]
     vectors = result.vectors  # (N, D), L2-normalised
     yield OpOutput({"embedding": vectors[0], "embeddings": vectors}, cache_hit=result.cache_hit)
 
