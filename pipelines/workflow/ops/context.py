@@ -11,6 +11,7 @@ from typing import Any
 
 from cache import EmbeddingCache
 from pipelines.chat import ChatPipeline
+from pipelines.embeddings import EmbeddingPipeline
 from pipelines.stages import TextEncoderStage, VisionStage
 from pipelines.text_to_image import TextToImagePipeline
 from triptych.config import ChatDefaults, ImageDefaults, Limits
@@ -20,7 +21,7 @@ from triptych.config import ChatDefaults, ImageDefaults, Limits
 class OpContext:
     chat: ChatPipeline | None = None
     text_to_image: TextToImagePipeline | None = None
-    embeddings: Any = None  # pipelines.embeddings.EmbeddingPipeline: .embed(items) -> EmbeddingResult
+    embeddings: EmbeddingPipeline | None = None
     vision: VisionStage | None = None  # encode_image (with `cache`)
     text_encoder: TextEncoderStage | None = None  # encode_text (with `cache`)
     cache: EmbeddingCache | None = None
