@@ -42,12 +42,15 @@ async def run_workflow(
     *,
     timeout_s: float | None = None,
     ops: Mapping[str, Operation] = OPS,
+    step_names_in_errors: bool = True,
 ) -> AsyncIterator[WorkflowEvent]:
     """Stream the events of one run; the last one is the ``WorkflowResult``.
 
     ``inputs`` go through ``check_inputs`` first (a RequestError naming the input, before any step
-    runs; call ``check_inputs`` yourself to fail before a response starts streaming)."""
-    run = _Run(workflow, check_inputs(workflow, inputs), context, ops)
+    runs; call ``check_inputs`` yourself to fail before a response starts streaming). The chat,
+    images and embeddings APIs run their one-step built-ins with ``step_names_in_errors=False``:
+    their clients know no steps, so a request error reads as it always did."""
+    run = _Run(workflow, check_inputs(workflow, inputs), context, ops, step_names_in_errors)
     driver = asyncio.create_task(run.drive(timeout_s), name=f"workflow {workflow.name}")
     try:
         while (event := await run.queue.get()) is not _DONE:
@@ -74,8 +77,9 @@ class _Run:
     """The state of one run: step tasks, their outputs (futures), records and the event queue."""
 
     def __init__(self, workflow: Workflow, inputs: dict[str, Any], context: OpContext,
-                 ops: Mapping[str, Operation]):  # fmt: skip
+                 ops: Mapping[str, Operation], step_names_in_errors: bool):  # fmt: skip
         self.workflow = workflow
+        self.step_names_in_errors = step_names_in_errors
         self.inputs = inputs
         self.context = context
         self.ops = ops
@@ -137,9 +141,9 @@ class _Run:
         except Exception as exc:
             if isinstance(exc, TimeoutError) and deadline.expired():
                 exc = DeadlineExceeded(f"step {step.name!r} ran past its timeout_s of {step.timeout_s} s")
-            error = _named(step.name, exc)
+            error = _named(step.name, exc) if self.step_names_in_errors else exc
             self.first_error = self.first_error or error
-            raise error from exc
+            raise error from (None if error is exc else exc)
         finally:
             self.running.discard(step.name)
         record = StepFinished(step.name, started, self.now_ms(), cache_hit)

@@ -29,6 +29,7 @@ async def run(context: OpContext, args: dict[str, Any]):
     pipeline = context.need("embeddings")
     name, items = embed_items(args)
     result = await pipeline.embed(items, field=name)  # a bad item's error names images[2]
+    yield result  # the EmbeddingResult (usage, timings) for the embeddings APIs
     vectors = result.vectors  # (N, D), L2-normalised
     yield OpOutput({"embedding": vectors[0], "embeddings": vectors}, cache_hit=result.cache_hit)
 
