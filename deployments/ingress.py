@@ -26,7 +26,7 @@ from deployments.grpc_chat import chat_request_from_proto, delta_to_proto, usage
 from deployments.grpc_images import image_event_to_proto, image_request_from_proto
 from deployments.metrics import RequestMetrics
 from deployments.openai_chat import CompletionIds, error_body, parse_chat_body
-from deployments.openai_images import images_body, parse_image_body
+from deployments.openai_images import image_stream_requested, images_body, images_sse, parse_image_body
 from deployments.stage_clients import (
     ServeDecoderStage,
     ServeDenoiserStage,
@@ -155,10 +155,13 @@ class TriptychIngress:
         try:
             body = _json_body(await raw.body())
             request = parse_image_body(body, self._config.images)
+            stream = image_stream_requested(body)
             self._check_model(body.get("model"), self._image_model_name)
             first, events = await self._start_images(request)
         except (RequestError, *OVERLOADED) as exc:
             return _http_error(exc)
+        if stream:
+            return StreamingResponse(images_sse(first, events), media_type="text/event-stream")
         async for event in _prepend(first, events):
             if isinstance(event, ImageResult):
                 return images_body(event)

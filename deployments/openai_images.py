@@ -1,17 +1,24 @@
-"""OpenAI-compatible images: `/v1/images/generations` JSON body -> ImageRequest, result -> JSON."""
+"""OpenAI-compatible images: `/v1/images/generations` JSON body -> ImageRequest, result -> JSON, and the
+`"stream": true` extension: an SSE stream of progress events, then the result body, then `[DONE]`."""
 
 from __future__ import annotations
 
 import base64
+import json
+import logging
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from denoisers.params import draw_seed
 from deployments.json_fields import number_field, string_field
+from deployments.openai_chat import error_body
 from pipelines.image_request import ImageRequest
 from triptych.config import ImageDefaults
 from triptych.errors import RequestError
-from triptych.types import ImageParams, ImageResult
+from triptych.types import ImageParams, ImageProgress, ImageResult
+
+logger = logging.getLogger("triptych.images")
 
 
 def parse_image_body(body: Any, defaults: ImageDefaults) -> ImageRequest:
@@ -62,3 +69,43 @@ def images_body(result: ImageResult) -> dict:
         "cache_hit": result.cache_hit,
         "timings_ms": result.timings_ms,
     }
+
+
+def image_stream_requested(body: dict) -> bool:
+    """The `stream` extension field: absent or false = the OpenAI JSON body, true = SSE."""
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError("stream", "must be a boolean")
+    return stream
+
+
+async def images_sse(first: ImageProgress | ImageResult, events: AsyncGenerator) -> AsyncIterator[str]:
+    """SSE for `"stream": true`: one ``image_generation.progress`` event per denoising step
+    (``step``, ``total_steps``, ``elapsed_ms``), then the result (the non-stream body, unchanged), then
+    ``data: [DONE]``. `first` is the workflow's first event (taken before the response started, so bad
+    requests got a 400); a failure after it is an in-band ``{"error": ...}`` event.
+
+    A client that goes away cancels the response task inside this generator's wait for the next event;
+    the cancellation unwinds the workflow down to the denoiser's stream, which cancels the remote loop.
+    `events` is closed here on every exit so nothing waits for the garbage collector to do it."""
+    try:
+        event = first
+        while True:
+            if isinstance(event, ImageResult):
+                yield sse_data(images_body(event))
+            else:
+                yield sse_data({"type": "image_generation.progress", "step": event.step,
+                                "total_steps": event.total_steps, "elapsed_ms": event.elapsed_ms})
+            event = await anext(events, None)
+            if event is None:
+                break
+    except Exception as exc:  # headers are sent: report in-band, then end the stream
+        logger.exception("image stream failed")
+        yield sse_data(error_body(str(exc), None, "server_error"))
+    finally:
+        await events.aclose()
+    yield "data: [DONE]\n\n"
+
+
+def sse_data(payload: dict) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
