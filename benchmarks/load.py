@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from benchmarks.load_stats import PERCENTILES, LevelSummary, Slo, summarize
 from benchmarks.load_transports import SENDERS, TRANSPORTS
 from benchmarks.load_workload import QUESTION, RequestSpec, WorkloadGenerator, WorkloadOptions, parse_mix
 from benchmarks.report import machine_summary, markdown_table
+from triptych.auth import API_KEY_ENV
 
 DEFAULT_OUT = Path("benchmarks/results")
 
@@ -115,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--ray-address", default=None,
                         help="with --url/--grpc-target: the cluster to read replica counts from")
     target.add_argument("--app-name", default="triptych", help="the Serve application (triptych)")
+    target.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
+                        help="a running server's API key, sent with every request (env TRIPTYCH_API_KEY)")
     own = parser.add_argument_group("the server started here (no --url / --grpc-target)")
     own.add_argument("--profile", default="tiny", help="model profile: tiny (quick) or bench (real numbers)")
     own.add_argument("--model-dir", type=Path, default=None, help="model root (TRIPTYCH_MODEL_DIR)")
@@ -233,7 +237,8 @@ def run(args: argparse.Namespace) -> tuple[list[LevelRun], list[LevelSummary], l
     runs: list[LevelRun] = []
     with ExitStack() as stack:
         http_url, grpc_target, app_name = _server(args, stack)
-        sender = SENDERS[args.transport](http_url if args.transport == "http" else grpc_target, args.timeout_s)
+        sender = SENDERS[args.transport](http_url if args.transport == "http" else grpc_target, args.timeout_s,
+                                         args.api_key)
         stack.callback(sender.close)
         if not args.no_warmup:
             log("warming up ...")

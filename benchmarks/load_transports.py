@@ -77,12 +77,12 @@ class _Stream:
 class HttpSender:
     """OpenAI-compatible HTTP: streaming chat completions and image generations."""
 
-    def __init__(self, base_url: str, timeout_s: float):
+    def __init__(self, base_url: str, timeout_s: float, api_key: str | None = None):
         import openai
 
         self._openai = openai
-        self._client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0,
-                                     timeout=timeout_s)
+        self._client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=api_key or "unused", max_retries=0,
+                                     timeout=timeout_s)  # the key goes out as Authorization: Bearer <key>
         self._chat_model, self._image_model = (m.id for m in self._client.models.list().data)
 
     def close(self) -> None:
@@ -127,10 +127,10 @@ class HttpSender:
 class GrpcSender:
     """triptych.v1 over gRPC: the streaming ``Chat`` and ``GenerateImage`` calls."""
 
-    def __init__(self, target: str, timeout_s: float):
+    def __init__(self, target: str, timeout_s: float, api_key: str | None = None):
         from launcher.client import TriptychClient
 
-        self._client = TriptychClient(target, timeout_s=timeout_s)
+        self._client = TriptychClient(target, timeout_s=timeout_s, api_key=api_key)
 
     def close(self) -> None:
         self._client.close()
@@ -164,7 +164,8 @@ class GrpcSender:
         return _Stream(record).end()
 
 
-SENDERS: dict[str, Callable[[str, float], HttpSender | GrpcSender]] = {"http": HttpSender, "grpc": GrpcSender}
+SENDERS: dict[str, Callable[[str, float, str | None], HttpSender | GrpcSender]] = {
+    "http": HttpSender, "grpc": GrpcSender}
 
 
 def _failed(record: Record, status: str, exc: Exception) -> Record:

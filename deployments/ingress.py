@@ -22,8 +22,11 @@ from ray.serve.handle import DeploymentHandle
 
 from decoders.chat_template import ChatPromptBuilder
 from deployments.cache_server import replica_cache
+from deployments.edge_policy import install_edge_policy
 from deployments.grpc_chat import chat_request_from_proto, delta_to_proto, usage_to_proto
+from deployments.grpc_edge import require_api_key
 from deployments.grpc_images import image_event_to_proto, image_request_from_proto
+from deployments.http_edge import install_http_edge
 from deployments.metrics import RequestMetrics
 from deployments.openai_chat import CompletionIds, error_body, parse_chat_body
 from deployments.openai_images import image_stream_requested, images_body, images_sse, parse_image_body
@@ -46,12 +49,15 @@ logger = logging.getLogger("triptych.ingress")
 # A full Serve queue (BackPressureError) or a full decoder engine (OverloadedError): 503 / RESOURCE_EXHAUSTED
 OVERLOADED = (BackPressureError, OverloadedError)
 http_app = FastAPI(title="Triptych", docs_url=None, redoc_url=None)
+install_http_edge(http_app)  # API keys and body size first; every error in OpenAI's shape
 
 
 @contextmanager
 def _grpc_status_on_error(grpc_context):
-    """Bad request -> INVALID_ARGUMENT naming the field; a full stage queue -> RESOURCE_EXHAUSTED.
-    Serve keeps a status code set on the context when the method then raises."""
+    """No valid API key -> UNAUTHENTICATED (checked first); bad request -> INVALID_ARGUMENT naming the
+    field; a full stage queue -> RESOURCE_EXHAUSTED. Serve keeps a status code set on the context when the
+    method then raises."""
+    require_api_key(grpc_context)
     try:
         yield
     except RequestError as exc:
@@ -100,6 +106,7 @@ class TriptychIngress:
         cache_server: DeploymentHandle | None,
     ):
         self._config = config
+        install_edge_policy(config)  # keys + body limit for the HTTP middleware and gRPC
         self._model_name = chat_model_path.rstrip("/").rsplit("/", 1)[-1]
         self._image_model_name = image_model_path.rstrip("/").rsplit("/", 1)[-1]
         self._cache = replica_cache(config.cache, cache_server)
@@ -126,7 +133,7 @@ class TriptychIngress:
 
     async def _start_images(self, request: ImageRequest) -> tuple[ImageProgress | ImageResult, AsyncIterator]:
         started = time.perf_counter()
-        validate_image_request(request, self._config.images.max_size)
+        validate_image_request(request, self._config.images.max_size, self._config.limits.max_prompt_chars)
         events = self._metrics.images(self._images.run(request), started)
         return await anext(events), events
 

@@ -32,6 +32,9 @@ GRPC_SERVICERS = [
     "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
 ]
 RUNTIME_ENV_VARS = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+# Serve's gRPC proxy reads its largest message (received and sent) from this variable (default 2 GiB);
+# Serve has no gRPCOptions field for it, so it reaches the proxy through the controller's environment.
+GRPC_MESSAGE_LIMIT_ENV = "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"
 
 
 def load_serve_config(path: Path | str) -> tuple[ServeDeploySchema, dict[str, TriptychConfig]]:
@@ -119,3 +122,12 @@ def serve_config_for(config: TriptychConfig) -> ServeDeploySchema:
         }],
     })  # fmt: skip
 
+
+def controller_options_for(schema: ServeDeploySchema, app_configs: dict[str, TriptychConfig]) -> dict[str, Any]:
+    """The file's `controller_options`, with the gRPC proxy's message limit set to the largest
+    `limits.max_request_bytes` of its Triptych apps unless the file sets `RAY_SERVE_GRPC_MAX_MESSAGE_SIZE`
+    itself. Only a controller started with it applies it (Serve reads it once, when the proxies start)."""
+    options = schema.controller_options.model_dump() if schema.controller_options else {}
+    env_vars = dict((options.get("runtime_env") or {}).get("env_vars") or {})
+    env_vars.setdefault(GRPC_MESSAGE_LIMIT_ENV, str(max(c.limits.max_request_bytes for c in app_configs.values())))
+    return {**options, "runtime_env": {**(options.get("runtime_env") or {}), "env_vars": env_vars}}

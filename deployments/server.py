@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ray.serve.schema import ServeDeploySchema
 
-from deployments.serve_config import APP_NAME, RUNTIME_ENV_VARS, serve_config_for
+from deployments.serve_config import APP_NAME, RUNTIME_ENV_VARS, controller_options_for, serve_config_for
 from models.profiles import resolve_chat_model, resolve_image_model
 from triptych.config import TriptychConfig
 
@@ -121,6 +121,7 @@ def serving(
             proxy_location=serve_config.proxy_location,
             http_options=serve_config.http_options.model_dump(),
             grpc_options=gRPCOptions(**serve_config.grpc_options.model_dump()),
+            controller_options=controller_options_for(serve_config, app_configs),  # the gRPC message limit
             logging_config={"log_level": "WARNING"} if quiet else None,
         )
         _get_global_client().deploy_apps(serve_config, _blocking=False)

@@ -51,7 +51,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    _warn_if_open(serve_config.http_options.host)
+    try:
+        keyed = _check_api_keys(app_configs, joined=bool(args.address or os.environ.get("RAY_ADDRESS")))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    _warn_if_open(serve_config.http_options.host, keyed)
     stop = threading.Event()
     try:
         with serving(serve_config=serve_config, app_configs=app_configs, address=args.address,
@@ -71,9 +76,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_if_open(host: str) -> None:
+def _check_api_keys(app_configs: dict[str, TriptychConfig], joined: bool) -> bool:
+    """Whether every app has API keys (TRIPTYCH_API_KEYS here, or its auth.api_keys_file). A key file is
+    read now when this machine runs the replicas (no cluster joined), so a bad one fails before the start."""
+    from triptych.auth import API_KEYS_ENV, load_api_keys
+
+    if not joined:
+        return all(load_api_keys(c.auth.api_keys_file).enabled for c in app_configs.values())
+    return bool(os.environ.get(API_KEYS_ENV, "").strip()) or all(
+        c.auth.api_keys_file is not None for c in app_configs.values())
+
+
+def _warn_if_open(host: str, keyed: bool) -> None:
+    if keyed:
+        return
+    hint = "set TRIPTYCH_API_KEYS or auth.api_keys_file to require a key"
     if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {host}, reachable from other machines", file=sys.stderr)
+        print(f"warning: serving on {host} without API keys: reachable from other machines; {hint}",
+              file=sys.stderr)
+    else:  # Serve's gRPC proxy binds [::]:PORT whatever http_options.host says
+        print(f"note: no API keys; Ray Serve's gRPC proxy listens on every interface; {hint}", file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -122,6 +144,8 @@ def _rpc_errors(target: str) -> Iterator[None]:
         if exc.code() == grpc.StatusCode.UNAVAILABLE:
             raise CliError(f"no Triptych server reachable at {target} (gRPC UNAVAILABLE: {exc.details()}); "
                            "start one with `triptych serve` or pass --target HOST:PORT") from None
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            raise CliError(f"UNAUTHENTICATED: {exc.details()} (pass --api-key KEY or set TRIPTYCH_API_KEY)") from None
         raise CliError(f"{exc.code().name}: {exc.details()}") from None
 
 
@@ -142,7 +166,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                                  ("seed", args.seed), ("pruning_method", args.pruning_method),
                                  ("visual_token_keep_ratio", args.keep_ratio),
                                  ("visual_token_count", args.keep_tokens)) if v is not None}
-    with TriptychClient(args.target) as client, _rpc_errors(args.target):
+    with TriptychClient(args.target, api_key=args.api_key) as client, _rpc_errors(args.target):
         for message in client.chat(args.question, images, **options):
             print(message.delta, end="", flush=True)
             if message.HasField("usage"):
@@ -167,7 +191,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         fields.update(width=args.size[0], height=args.size[1])
     request = pb.GenerateImageRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, **fields)
     result = None
-    with TriptychClient(args.target) as client, Progress(
+    with TriptychClient(args.target, api_key=args.api_key) as client, Progress(
         TextColumn("denoising"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
         TimeElapsedColumn(),
     ) as progress, _rpc_errors(args.target):
@@ -215,6 +239,9 @@ def _validate_workflow_files(paths: list[Path]) -> int:
     return 2 if failed else 0
 
 
+API_KEY_HELP = "the server's API key, sent as gRPC metadata 'authorization: Bearer KEY' (env TRIPTYCH_API_KEY)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="triptych", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("question")
     chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
     chat.add_argument("--target", default="127.0.0.1:9000")
+    chat.add_argument("--api-key", help=API_KEY_HELP)
     chat.add_argument("--max-tokens", type=int)
     chat.add_argument("--temperature", type=float)
     chat.add_argument("--seed", type=int)
@@ -256,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--size", type=_size, help="WIDTHxHEIGHT, multiples of 8")
     gen.add_argument("--cache-interval", type=int)
     gen.add_argument("--target", default="127.0.0.1:9000")
+    gen.add_argument("--api-key", help=API_KEY_HELP)
     gen.set_defaults(func=cmd_generate)
     workflow = sub.add_parser("workflow", help="workflows: `validate FILE...` checks workflow files, no server")
     workflow.add_argument("name", metavar="validate", help="validate (reserved)")

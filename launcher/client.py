@@ -8,17 +8,22 @@ from typing import Self
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from launcher.api_key import api_key_from_env, keyed_channel
 from triptych.v1 import triptych_pb2 as pb
 from triptych.v1 import triptych_pb2_grpc as pb_grpc
 
 
 class TriptychClient:
-    """Blocking client over one channel. Use as a context manager or call close()."""
+    """Blocking client over one channel. Use as a context manager or call close().
 
-    def __init__(self, target: str = "127.0.0.1:9000", timeout_s: float = 120.0):
+    `api_key` (default: `TRIPTYCH_API_KEY` from the environment) is sent with every call as metadata
+    `authorization: Bearer <key>`; a server with API keys answers UNAUTHENTICATED without it."""
+
+    def __init__(self, target: str = "127.0.0.1:9000", timeout_s: float = 120.0, api_key: str | None = None):
         self._channel = grpc.insecure_channel(target)
-        self._stub = pb_grpc.TriptychStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        channel = keyed_channel(self._channel, api_key_from_env(api_key))
+        self._stub = pb_grpc.TriptychStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
         self._timeout_s = timeout_s
 
     def __enter__(self) -> Self:

@@ -31,6 +31,7 @@ def validate_chat_request(request: ChatRequest, limits: Limits) -> None:
     """Raise RequestError naming the first invalid field; images are fully decoded once here."""
     if not request.messages:
         raise RequestError("messages", "must contain at least one message")
+    check_chat_size(request, limits)
     image_count = 0
     for i, message in enumerate(request.messages):
         if message.role not in ROLES:
@@ -64,3 +65,16 @@ def validate_chat_request(request: ChatRequest, limits: Limits) -> None:
     if request.visual_token_count is not None and request.visual_token_count < 1:
         raise RequestError("visual_token_count", f"{request.visual_token_count} must be >= 1")
 
+
+def check_chat_size(request: ChatRequest, limits: Limits) -> None:
+    """The bounds on a request's shape, checked before any image is decoded or any text tokenized:
+    `limits.max_messages`, `max_content_parts` per message, `max_prompt_chars` of text in all."""
+    if len(request.messages) > limits.max_messages:
+        raise RequestError("messages", f"{len(request.messages)} messages; at most {limits.max_messages} allowed")
+    for i, message in enumerate(request.messages):
+        if len(message.parts) > limits.max_content_parts:
+            raise RequestError(f"messages[{i}].content",
+                               f"{len(message.parts)} content parts; at most {limits.max_content_parts} allowed")
+    chars = sum(len(p.text) for m in request.messages for p in m.parts if isinstance(p, TextPart))
+    if chars > limits.max_prompt_chars:
+        raise RequestError("messages", f"{chars} characters of text; at most {limits.max_prompt_chars} allowed")

@@ -110,7 +110,22 @@ class Limits(_Frozen):
     max_image_pixels: int = Field(4_000_000, ge=1)  # far below Pillow's ~89 MP bomb threshold
     max_image_bytes: int = Field(20 * 2**20, ge=1)
     max_tokens: int = Field(1024, ge=1)  # upper bound accepted for a request's max_tokens
+    # A whole HTTP body / gRPC message, refused (413 / RESOURCE_EXHAUSTED) before it is parsed: one image
+    # of max_image_bytes as base64 (4/3 of 20 MiB = 26.7 MiB) plus 5 MiB of text and JSON fits.
+    max_request_bytes: int = Field(32 * 2**20, ge=1)
+    max_messages: int = Field(128, ge=1)  # chat messages in one request
+    max_content_parts: int = Field(64, ge=1)  # content parts in one chat message
+    # Characters of text: a chat request's text parts together; an image request's prompt, and its
+    # negative prompt, each. Checked before any tokenizer sees the text.
+    max_prompt_chars: int = Field(100_000, ge=1)
     max_embedding_inputs: int = Field(256, ge=1)  # items (texts + images) in one embeddings request
+
+
+class AuthOptions(_Frozen):
+    """API keys (`triptych.auth`): TRIPTYCH_API_KEYS in the ingress's environment and/or this file, one key
+    per line, read when an ingress replica starts. No key from either: authentication is off."""
+
+    api_keys_file: Path | None = None
 
 
 class ChatDefaults(_Frozen):
@@ -180,6 +195,7 @@ class TriptychConfig(_Frozen):
     denoiser_batch: BatchOptions = BatchOptions(max_batch_size=4, batch_wait_timeout_s=0.02)
     embedder_batch: BatchOptions = BatchOptions()  # requests merged into one forward per kind (texts, images)
     limits: Limits = Limits()
+    auth: AuthOptions = AuthOptions()
     chat: ChatDefaults = ChatDefaults()
     images: ImageDefaults = ImageDefaults()
     cache: CacheOptions = Field(

@@ -40,7 +40,7 @@ def image_request(context: OpContext, args: dict[str, Any]) -> ImageRequest:
             cache_interval=args.get("cache_interval", defaults.cache_interval),
         ),
     )
-    validate_image_request(request, defaults.max_size)
+    validate_image_request(request, defaults.max_size, context.limits.max_prompt_chars)
     return request
 
 
