@@ -4,8 +4,8 @@
 `app_builder(args)` convention): `args` are Triptych's config (`TriptychConfig`), validated with every
 problem named by its key path before any replica starts. The same function serves `serve run`,
 `serve deploy` and `triptych serve`. Per-deployment options in the file's `deployments:` list (named
-`TriptychIngress`, `VisionEncoder`, `LLMDecoder`, `TextEncoder`, `Denoiser`, `CacheServer`) override the
-typed defaults set here, as Serve documents.
+`TriptychIngress`, `VisionEncoder`, `LLMDecoder`, `TextEncoder`, `Denoiser`, `Embedder`, `CacheServer`)
+override the typed defaults set here, as Serve documents.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from ray.serve import Application
 
 from deployments.cache_server import CacheServer
 from deployments.denoiser import Denoiser
+from deployments.embedder import Embedder
 from deployments.ingress import TriptychIngress
 from deployments.llm_decoder import LLMDecoder
 from deployments.serve_config import check_defaults
 from deployments.text_encoder import TextEncoder
 from deployments.vision_encoder import VisionEncoder
-from models.profiles import resolve_chat_model, resolve_image_model
+from models.profiles import resolve_chat_model, resolve_embedding_model, resolve_image_model
 from triptych.config import TriptychConfig, load_config
 
 
@@ -41,6 +42,7 @@ def build_app(config: TriptychConfig) -> Application:
     """
     chat_model = str(resolve_chat_model(config.profile, config.model_dir, config.chat_model))
     image_model = str(resolve_image_model(config.profile, config.model_dir, config.image_model))
+    embedding_model = str(resolve_embedding_model(config.profile, config.model_dir, config.embedding_model))
     cache_server = None
     if config.cache.enabled and config.cache.redis_url is None:
         cache_server = CacheServer.bind(config.cache.embedded_maxmemory_mb)
@@ -56,6 +58,10 @@ def build_app(config: TriptychConfig) -> Application:
     denoiser = Denoiser.options(**config.denoiser.serve_options()).bind(
         image_model, config.denoiser_batch, config.images.max_size, config.denoiser.device
     )
+    embedder = Embedder.options(**config.embedder.serve_options()).bind(
+        embedding_model, config.embedder_batch, config.limits, config.embedder.device
+    )
     return TriptychIngress.options(**config.ingress.serve_options()).bind(
-        vision_encoder, llm_decoder, text_encoder, denoiser, config, chat_model, image_model, cache_server
+        vision_encoder, llm_decoder, text_encoder, denoiser, config, chat_model, image_model, cache_server,
+        embedder, embedding_model,
     )

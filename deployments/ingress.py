@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import grpc
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from grpc_health.v1 import health_pb2
 from ray import serve
 from ray.serve.exceptions import BackPressureError
@@ -25,25 +25,29 @@ from deployments.cache_server import replica_cache
 from deployments.edge_policy import install_edge_policy
 from deployments.grpc_chat import chat_request_from_proto, delta_to_proto, usage_to_proto
 from deployments.grpc_edge import require_api_key
+from deployments.grpc_embeddings import embed_items_from_proto, embed_response_to_proto
 from deployments.grpc_images import image_event_to_proto, image_request_from_proto
 from deployments.http_edge import install_http_edge
 from deployments.metrics import RequestMetrics
 from deployments.openai_chat import CompletionIds, error_body, parse_chat_body
+from deployments.openai_embeddings import check_dimensions, embeddings_body, parse_embeddings_body
 from deployments.openai_images import image_stream_requested, images_body, images_sse, parse_image_body
 from deployments.stage_clients import (
     ServeDecoderStage,
     ServeDenoiserStage,
+    ServeEmbedderStage,
     ServeTextEncoderStage,
     ServeVisionStage,
 )
 from models import load_chat_tokenizer
 from pipelines.chat import ChatPipeline
 from pipelines.chat_request import ChatRequest, validate_chat_request
+from pipelines.embeddings import EmbeddingPipeline
 from pipelines.image_request import ImageRequest, validate_image_request
 from pipelines.text_to_image import TextToImagePipeline
 from triptych.config import TriptychConfig
 from triptych.errors import OverloadedError, RequestError
-from triptych.types import ChatUsage, ImageProgress, ImageResult, TextDelta
+from triptych.types import ChatUsage, EmbeddingResult, EmbedItem, ImageProgress, ImageResult, TextDelta
 
 logger = logging.getLogger("triptych.ingress")
 # A full Serve queue (BackPressureError) or a full decoder engine (OverloadedError): 503 / RESOURCE_EXHAUSTED
@@ -104,11 +108,14 @@ class TriptychIngress:
         chat_model_path: str,
         image_model_path: str,
         cache_server: DeploymentHandle | None,
+        embedder: DeploymentHandle,
+        embedding_model_path: str,
     ):
         self._config = config
         install_edge_policy(config)  # keys + body limit for the HTTP middleware and gRPC
         self._model_name = chat_model_path.rstrip("/").rsplit("/", 1)[-1]
         self._image_model_name = image_model_path.rstrip("/").rsplit("/", 1)[-1]
+        self._embedding_model_name = embedding_model_path.rstrip("/").rsplit("/", 1)[-1]
         self._cache = replica_cache(config.cache, cache_server)
         self._metrics = RequestMetrics()
         tokenizer = load_chat_tokenizer(chat_model_path)
@@ -121,6 +128,7 @@ class TriptychIngress:
         self._images = TextToImagePipeline(
             ServeTextEncoderStage(text_encoder), ServeDenoiserStage(denoiser), self._cache
         )
+        self._embeddings = EmbeddingPipeline(ServeEmbedderStage(embedder), self._cache, config.limits)
 
     # ---- shared -------------------------------------------------------------------------------
 
@@ -136,6 +144,14 @@ class TriptychIngress:
         validate_image_request(request, self._config.images.max_size, self._config.limits.max_prompt_chars)
         events = self._metrics.images(self._images.run(request), started)
         return await anext(events), events
+
+    async def _embed(self, items: tuple[EmbedItem, ...], dimensions: int | None, field: str) -> EmbeddingResult:
+        """The items' vectors through the embedding cache; `dimensions` (if any) must be the model's."""
+        started = time.perf_counter()
+        check_dimensions(dimensions, await self._embeddings.info())
+        result = await self._embeddings.embed(items, field)
+        self._metrics.e2e.observe(time.perf_counter() - started, tags={"kind": "embedding"})
+        return result
 
     @staticmethod
     def _check_model(model: object, served: str) -> None:
@@ -155,7 +171,7 @@ class TriptychIngress:
     def models(self) -> dict:
         return {"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "triptych"}
-            for name in (self._model_name, self._image_model_name)]}
+            for name in (self._model_name, self._image_model_name, self._embedding_model_name)]}
 
     @http_app.post("/v1/images/generations")
     async def images_generations(self, raw: Request):
@@ -173,6 +189,19 @@ class TriptychIngress:
             if isinstance(event, ImageResult):
                 return images_body(event)
         raise RuntimeError("the text-to-image workflow ended without a result")
+
+    @http_app.post("/v1/embeddings")
+    async def embeddings(self, raw: Request):
+        try:
+            body = await asyncio.to_thread(_json_body, await raw.body())
+            request = await asyncio.to_thread(parse_embeddings_body, body, self._config.limits)
+            self._check_model(body.get("model"), self._embedding_model_name)
+            result = await self._embed(request.items, request.dimensions, "input")
+        except (RequestError, *OVERLOADED) as exc:
+            return _http_error(exc)
+        payload = await asyncio.to_thread(  # up to 256 vectors of JSON numbers: not on the event loop
+            lambda: json.dumps(embeddings_body(result, request.encoding_format, self._embedding_model_name)))
+        return Response(payload, media_type="application/json")
 
     @http_app.post("/v1/chat/completions")
     async def chat_completions(self, raw: Request):
@@ -240,6 +269,14 @@ class TriptychIngress:
             first, events = await self._start_images(request)
         async for event in _prepend(first, events):
             yield image_event_to_proto(event)
+
+    async def Embed(self, message, grpc_context):
+        with _grpc_status_on_error(grpc_context):
+            items = embed_items_from_proto(message, self._config.limits.max_embedding_inputs)
+            self._check_model(message.model, self._embedding_model_name)
+            dimensions = message.dimensions if message.HasField("dimensions") else None
+            result = await self._embed(items, dimensions, "inputs")
+        return await asyncio.to_thread(embed_response_to_proto, result, self._embedding_model_name)
 
     def Check(self, message) -> health_pb2.HealthCheckResponse:
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)

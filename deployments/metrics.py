@@ -4,8 +4,9 @@ Recorded through ``ray.serve.metrics`` inside the replicas; Ray's metrics agent 
 ``ray_`` prefix and the ``deployment`` / ``replica`` / ``application`` tags, beside Serve's own
 ``ray_serve_*`` metrics (``triptych serve --metrics-port PORT`` -> ``http://127.0.0.1:PORT/metrics``).
 Each deployment builds the recorder it needs in its constructor: `RequestMetrics` (the ingress),
-`DecoderMetrics` (the LLMDecoder), `DenoiserMetrics`, and `CacheMetrics` (every replica's
-EmbeddingCache observer, labelled by the cache key's stage: ``vision``, ``text``).
+`DecoderMetrics` (the LLMDecoder), `DenoiserMetrics`, `EmbedderMetrics`, and `CacheMetrics` (every
+replica's EmbeddingCache observer, labelled by the cache key's stage: ``vision``, ``text``, ``clip_text``,
+``clip_image``).
 """
 
 from __future__ import annotations
@@ -114,6 +115,18 @@ class DenoiserMetrics:
     def generated(self, steps: int, images: int) -> None:
         _positive(self.steps, steps)
         _positive(self.images, images)
+
+
+class EmbedderMetrics:
+    def __init__(self):
+        self.inputs = Counter("triptych_embedding_inputs_total", tag_keys=("kind",),
+                              description="Embedder: inputs embedded (cache misses), by kind (text, image).")
+        self.forwards = Counter("triptych_embedding_forwards_total", tag_keys=("kind",),
+                                description="Embedder: batched forward passes, by kind.")
+
+    def embedded(self, kind: str, inputs: int) -> None:
+        self.forwards.inc(1, tags={"kind": kind})
+        self.inputs.inc(inputs, tags={"kind": kind})
 
 
 class CacheMetrics:

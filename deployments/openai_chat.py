@@ -61,10 +61,11 @@ def _message(raw: Any, field: str, limits: Limits) -> ChatMessage:
         return ChatMessage(role=role, parts=(TextPart(content),))
     if not isinstance(content, list):
         raise RequestError(f"{field}.content", "must be a string or a list of content parts")
-    return ChatMessage(role=role, parts=tuple(_part(p, f"{field}.content[{j}]", limits) for j, p in enumerate(content)))
+    return ChatMessage(role=role, parts=tuple(content_part(p, f"{field}.content[{j}]", limits) for j, p in enumerate(content)))
 
 
-def _part(raw: Any, field: str, limits: Limits) -> TextPart | ImagePart:
+def content_part(raw: Any, field: str, limits: Limits) -> TextPart | ImagePart:
+    """One OpenAI content part (`text`, or `image_url` with a data: URL); also an embeddings input item."""
     kind = raw.get("type") if isinstance(raw, dict) else None
     if kind == "text":
         return TextPart(string_field(raw.get("text"), f"{field}.text", None))

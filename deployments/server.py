@@ -26,7 +26,7 @@ from pathlib import Path
 from ray.serve.schema import ServeDeploySchema
 
 from deployments.serve_config import APP_NAME, RUNTIME_ENV_VARS, controller_options_for, serve_config_for
-from models.profiles import resolve_chat_model, resolve_image_model
+from models.profiles import resolve_chat_model, resolve_embedding_model, resolve_image_model
 from triptych.config import TriptychConfig
 
 READY_TIMEOUT_S = 600.0  # generous: the first start of a profile may build its checkpoints
@@ -42,6 +42,7 @@ class RunningServer:
     app_name: str
     chat_model_path: Path
     image_model_path: Path
+    embedding_model_path: Path
     http_url: str
     grpc_target: str
 
@@ -98,6 +99,7 @@ def serving(
     # Resolve (and on first use build) the checkpoints here, once, before the controller's builder does.
     chat_model = resolve_chat_model(app_config.profile, app_config.model_dir, app_config.chat_model)
     image_model = resolve_image_model(app_config.profile, app_config.model_dir, app_config.image_model)
+    embedding_model = resolve_embedding_model(app_config.profile, app_config.model_dir, app_config.embedding_model)
     address = address or os.environ.get("RAY_ADDRESS") or None
     joined = address is not None
     started_ray = not ray.is_initialized()
@@ -132,6 +134,7 @@ def serving(
             app_name=app_name,
             chat_model_path=chat_model,
             image_model_path=image_model,
+            embedding_model_path=embedding_model,
             http_url=f"http://{_loopback_if_any(http.host)}:{http.port}",
             grpc_target=f"127.0.0.1:{serve_config.grpc_options.port}",
         )

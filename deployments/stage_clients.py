@@ -12,6 +12,8 @@ from ray.serve.handle import DeploymentHandle
 from pipelines.chat_decoder import FeaturesNotCached
 from triptych.types import (
     DecoderInfo,
+    EmbedderInfo,
+    Embeddings,
     GeneratedImages,
     ImageParams,
     ImageProgress,
@@ -82,6 +84,21 @@ class ServeTextEncoderStage:
 
     async def encode(self, text: str, field: str) -> torch.Tensor:
         return await self._handle.encode.remote(text, field)
+
+
+class ServeEmbedderStage:
+    def __init__(self, handle: DeploymentHandle):
+        self._handle = handle
+        self._info = _Memo(handle)
+
+    async def info(self) -> EmbedderInfo:
+        return await self._info.get()
+
+    async def embed_texts(self, texts: Sequence[str], fields: Sequence[str]) -> Embeddings:
+        return await self._handle.embed_texts.remote(list(texts), list(fields))
+
+    async def embed_images(self, images: Sequence[bytes], fields: Sequence[str]) -> Embeddings:
+        return await self._handle.embed_images.remote(list(images), list(fields))
 
 
 class ServeDenoiserStage:

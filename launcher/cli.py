@@ -1,4 +1,4 @@
-"""`triptych` command line: serve, demo, chat, generate, workflow."""
+"""`triptych` command line: serve, demo, chat, generate, embed, workflow."""
 
 from __future__ import annotations
 
@@ -212,6 +212,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    """Embed texts and images over gRPC; print each input and their cosine similarities, or JSON."""
+    import json
+
+    from launcher.client import TriptychClient
+
+    if not args.inputs:
+        raise CliError("embed needs at least one --text TEXT or --image FILE")
+    inputs = [value if kind == "text" else _read_file(Path(value.removeprefix("@")), "--image")
+              for kind, value in args.inputs]  # fmt: skip
+    with TriptychClient(args.target, api_key=args.api_key) as client, _rpc_errors(args.target):
+        response = client.embed(inputs)
+    vectors = [list(e.values) for e in response.embeddings]  # unit vectors: cosine = dot product
+    if args.json:
+        print(json.dumps({"model": response.model, "embeddings": vectors, "prompt_tokens": response.prompt_tokens,
+                          "cache_hit": response.cache_hit, "timings_ms": dict(response.timings_ms)}))  # fmt: skip
+        return 0
+    print(f"{len(vectors)} vectors of {len(vectors[0])} dimensions from {response.model} "
+          f"(prompt_tokens={response.prompt_tokens}, cache_hit={response.cache_hit})")
+    for index, (kind, value) in enumerate(args.inputs):
+        print(f"[{index}] {kind:5} {value}")
+    print("cosine similarity:\n     " + "".join(f"{f'[{j}]':>8}" for j in range(len(vectors))))
+    for i, row in enumerate(vectors):
+        print(f"{f'[{i}]':>5}" + "".join(f"{sum(a * b for a, b in zip(row, col)):8.3f}" for col in vectors))
+    return 0
+
+
 def cmd_workflow(args: argparse.Namespace) -> int:
     """``triptych workflow validate FILE...``; ``validate`` is reserved, any other first word names a workflow."""
     if args.name != "validate":
@@ -286,6 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--target", default="127.0.0.1:9000")
     gen.add_argument("--api-key", help=API_KEY_HELP)
     gen.set_defaults(func=cmd_generate)
+    emb = sub.add_parser("embed", help="embed texts and images on a running server over gRPC: cosine similarities")
+    emb.add_argument("--text", dest="inputs", action="append", default=[], type=lambda v: ("text", v), metavar="TEXT",
+                     help="a text (repeatable; inputs keep their order)")
+    emb.add_argument("--image", dest="inputs", action="append", type=lambda v: ("image", v), metavar="FILE",
+                     help="an image file, FILE or @FILE (repeatable)")
+    emb.add_argument("--json", action="store_true", help="print the vectors and usage as JSON")
+    emb.add_argument("--target", default="127.0.0.1:9000")
+    emb.add_argument("--api-key", help=API_KEY_HELP)
+    emb.set_defaults(func=cmd_embed)
     workflow = sub.add_parser("workflow", help="workflows: `validate FILE...` checks workflow files, no server")
     workflow.add_argument("name", metavar="validate", help="validate (reserved)")
     workflow.add_argument("args", nargs="*", metavar="FILE", help="workflow YAML files")

@@ -61,3 +61,10 @@ class TriptychClient:
         """Stream progress events, then one result with the PNG(s). `cancel()` the returned
         iterator to stop the server's denoising loop."""
         return self._stub.GenerateImage(request, timeout=self._timeout_s)
+
+    def embed(self, inputs: Sequence[str | bytes], model: str = "", dimensions: int | None = None) -> pb.EmbedResponse:
+        """One L2-normalised vector per input, in order, in one joint space: a `str` is a text, `bytes` an
+        image file (PNG / JPEG / WEBP / GIF)."""
+        parts = [pb.ContentPart(text=x) if isinstance(x, str) else pb.ContentPart(image=bytes(x)) for x in inputs]
+        request = pb.EmbedRequest(model=model, inputs=parts, dimensions=dimensions)
+        return self._stub.Embed(request, timeout=self._timeout_s)

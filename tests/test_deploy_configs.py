@@ -34,7 +34,7 @@ def test_file_passes_rays_schema_and_the_builder(name, tmp_path):
     _, configs = load_serve_config(DEPLOY / name)
     assert list(configs) == ["triptych"]
     deployments = _built(_triptych_app(raw)["args"], tmp_path)
-    expected = {"TriptychIngress", "VisionEncoder", "LLMDecoder", "TextEncoder", "Denoiser"}
+    expected = {"TriptychIngress", "VisionEncoder", "LLMDecoder", "TextEncoder", "Denoiser", "Embedder"}
     assert expected <= set(deployments)
 
 
@@ -50,10 +50,10 @@ def test_local_file_is_the_toy_profile_on_fractional_cpus_with_its_own_redis(tmp
 def test_gpu_file_shares_one_gpu_between_the_stages(tmp_path):
     raw = yaml.safe_load((DEPLOY / "gpu.yaml").read_text())
     deployments = _built(_triptych_app(raw)["args"], tmp_path)
-    shares = {name: deployments[name].ray_actor_options.get("num_gpus", 0)
-              for name in ("VisionEncoder", "LLMDecoder", "Denoiser")}
+    gpu_stages = ("VisionEncoder", "LLMDecoder", "Denoiser", "Embedder")
+    shares = {name: deployments[name].ray_actor_options.get("num_gpus", 0) for name in gpu_stages}
     assert all(0 < share < 1 for share in shares.values()) and sum(shares.values()) <= 1
-    devices = {name: deployments[name].init_args[-1] for name in ("VisionEncoder", "LLMDecoder", "Denoiser")}
+    devices = {name: deployments[name].init_args[-1] for name in gpu_stages}
     assert devices == dict.fromkeys(devices, "cuda")  # a stage with a GPU share runs its engine there
     assert deployments["TextEncoder"].init_args[-1] == "cpu"
 
@@ -65,9 +65,9 @@ def test_cluster_file_pins_stages_to_node_types_and_uses_an_external_redis(tmp_p
     deployments = _built(args, tmp_path)
     assert "CacheServer" not in deployments
     pins = {name: set(deployments[name].ray_actor_options.get("resources", {}))
-            for name in ("VisionEncoder", "LLMDecoder", "Denoiser")}
+            for name in ("VisionEncoder", "LLMDecoder", "Denoiser", "Embedder")}
     assert pins == {"VisionEncoder": {"vision_node"}, "LLMDecoder": {"decoder_node"},
-                    "Denoiser": {"denoiser_node"}}
+                    "Denoiser": {"denoiser_node"}, "Embedder": {"vision_node"}}
     decoder = deployments["LLMDecoder"]._deployment_config.autoscaling_config
     assert (decoder.min_replicas, decoder.max_replicas) == (1, 8)
 

@@ -25,7 +25,8 @@ def grpc_chat(client, question, images, **options):
 
 
 def test_models_and_health(server, openai_client, grpc_client):
-    assert [m.id for m in openai_client.models.list()] == [server.chat_model_path.name, server.image_model_path.name]
+    assert [m.id for m in openai_client.models.list()] == [server.chat_model_path.name, server.image_model_path.name,
+                                                           server.embedding_model_path.name]
     assert httpx.get(f"{server.http_url}/healthz").json() == {"status": "ok"}
     assert grpc_client.health() == "SERVING"
 
