@@ -39,6 +39,7 @@ from deployments.stage_clients import (
     ServeTextEncoderStage,
     ServeVisionStage,
 )
+from deployments.web_page import add_web_page
 from models import load_chat_tokenizer
 from pipelines.chat import ChatPipeline
 from pipelines.chat_request import ChatRequest, validate_chat_request
@@ -53,6 +54,7 @@ logger = logging.getLogger("triptych.ingress")
 # A full Serve queue (BackPressureError) or a full decoder engine (OverloadedError): 503 / RESOURCE_EXHAUSTED
 OVERLOADED = (BackPressureError, OverloadedError)
 http_app = FastAPI(title="Triptych", docs_url=None, redoc_url=None)
+add_web_page(http_app)  # GET / and /static/: the browser page
 install_http_edge(http_app)  # API keys and body size first; every error in OpenAI's shape
 
 

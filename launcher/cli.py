@@ -66,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"Triptych is serving: HTTP {server.http_url}/v1  gRPC {server.grpc_target}  "
                   f"(chat {server.chat_model_path.name}, images {server.image_model_path.name}, "
                   f"cache {server.redis_url}). Ctrl-C to stop.", flush=True)
+            print(f"open {server.http_url}/", flush=True)  # the browser page (deployments/web_page.py)
             stop.wait()
     except KeyboardInterrupt:  # Ctrl-C while starting or serving: `serving` has stopped everything
         pass

@@ -27,7 +27,9 @@ def run_demo(config: TriptychConfig) -> int:
     with serving(config, quiet=True) as server:
         print(f"Ready in {time.perf_counter() - started:.1f} s: HTTP {server.http_url}/v1, "
               f"gRPC {server.grpc_target}, chat {server.chat_model_path.name}, "
-              f"images {server.image_model_path.name}\n", flush=True)
+              f"images {server.image_model_path.name}", flush=True)
+        print(f"open {server.http_url}/  (the browser page, while the demo runs; `make serve` keeps it up)\n",
+              flush=True)
         image = DEMO_IMAGE.read_bytes()
         with TriptychClient(server.grpc_target) as client:
             asks = [DEMO_QUESTIONS[0], *DEMO_QUESTIONS]

@@ -22,9 +22,11 @@ def test_serve_until_ctrl_c(tmp_path):
         lines = []
         for line in process.stdout:  # bounded by pytest-timeout
             lines.append(line)
-            if "Triptych is serving" in line:
+            if line.startswith("open http"):  # printed after "Triptych is serving"
                 break
+        assert lines[-1].strip() == f"open http://127.0.0.1:{http_port}/"
         assert httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=10).status_code == 200
+        assert "<title>Triptych</title>" in httpx.get(f"http://127.0.0.1:{http_port}/", timeout=10).text
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=120)
         output = "".join(lines) + rest
