@@ -36,7 +36,7 @@ def test_training_commands_run(tmp_path):
     assert json.loads((clip_dir / "training.json").read_text())["steps"] == 2
     train_vlm.main(["--clip", str(clip_dir), "--out", str(vlm_dir), "--steps", "2", "--batch-size", "4",
                     "--train-tower", "--eval-every", "0", "--eval-items", "6", "--val-items", "12",
-                    "--threads", "1"])  # fmt: skip
+                    "--threads", "1", "--run-dir", str(tmp_path / "run")])  # fmt: skip
     assert load_vision_tower(vlm_dir).num_patches == 64
     assert load_language_model(vlm_dir).model_id == "toy-vlm"
     report = json.loads((vlm_dir / "training.json").read_text())

@@ -1,4 +1,4 @@
-"""Train the toy VLM on toy-world question/answer pairs: ``python -m toy.train_vlm`` (~21 min here).
+"""Train the toy VLM on toy-world question/answer pairs: ``python -m toy.train_vlm [--recipe NAME] [--resume]``.
 
 Vision tower = the trained toy CLIP's ``visual`` (``toy/checkpoints/toy-clip``), fine-tuned; trained
 from scratch: the MLP projector and a small Llama (hidden 128, 4 layers, 8 heads, the locally
@@ -17,8 +17,13 @@ projected patches scored against the LM's words for their object (``WordAlignmen
 first-layer head supervised to look from the question's key word at the object it names
 (``toy.lookup_supervision``).
 
-Writes ``toy/checkpoints/toy-vlm/`` (``open_clip_llava`` format) and ``training.json`` with the
-held-out accuracies measured through the real loaders and engines.
+Named recipes (``toy.vlm_recipes``: ``shipped``, ``curriculum``, ...) set the flags' defaults. A run
+keeps a resumable checkpoint and an accuracy-vs-steps log (``metrics.jsonl``: teacher-forced
+validation accuracy per question type and per object count) in ``--run-dir``; ``--resume``
+continues it where it stopped. ``python -m toy.plot_training`` plots the logs.
+
+Writes ``--out`` (default ``toy/checkpoints/toy-vlm/``, ``open_clip_llava`` format) and
+``training.json`` with the held-out accuracies measured through the real loaders and engines.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import argparse
 import json
 import random
 import shutil
-import time
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,7 +42,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from . import patch_labels, world
+from . import patch_labels, vlm_recipes, world
 from .clip import PREPROCESS_CFG, TOY_CLIP_DIR, pixels
 from .lookup_supervision import (
     HeadAttentionProbe,
@@ -47,6 +52,7 @@ from .lookup_supervision import (
     lookup_loss,
     object_patches,
 )
+from .run_state import RunDir
 from .train_clip import seed_everything
 from .vlm import (
     IGNORE,
@@ -96,9 +102,12 @@ def encode_pool(tower, images: np.ndarray, batch: int = 256) -> tuple[torch.Tens
     return torch.cat([t for t, _ in out]), torch.cat([a for _, a in out])
 
 
-def training_scenes(seed: int, step: int, batch_size: int, single_fraction: float) -> list[world.Scene]:
+def training_scenes(
+    seed: int, step: int, batch_size: int, single_fraction: float, most: int | None = None
+) -> list[world.Scene]:
     """The scenes of one training step: fresh ones every step (no image is seen twice), mostly general
-    1-3 object scenes, some plain-background one-object scenes like generated images."""
+    1-3 object scenes (at most ``most`` objects in a curriculum stage), some plain-background
+    one-object scenes like generated images."""
     scenes = []
     for b in range(batch_size):
         index = step * batch_size + b
@@ -106,7 +115,7 @@ def training_scenes(seed: int, step: int, batch_size: int, single_fraction: floa
         if rng.random() < single_fraction:
             scenes.append(world.single_object_scene(rng, size=None, position=None))
         else:
-            scenes.append(world.sample_scene(rng))
+            scenes.append(vlm_recipes.curriculum_scene(rng, most))
     return scenes
 
 
@@ -195,15 +204,23 @@ LOOKUP_HEAD = 0  # the head whose attention ``--lookup-loss`` supervises
 QTYPE_WEIGHTS = {"colour": 1.0, "shape": 1.0, "count": 0.5, "exists": 1.0, "position": 1.0, "describe": 0.3}
 
 
-def sample_turns(scene: world.Scene, rng: random.Random, n_turns: int) -> list[world.QA]:
-    """``n_turns`` question/answer pairs, question type by ``QTYPE_WEIGHTS``, phrasing from ``rng``."""
+def sample_turns(scene: world.Scene, rng: random.Random, n_turns: int, distinct: bool = False) -> list[world.QA]:
+    """``n_turns`` question/answer pairs, question type by ``QTYPE_WEIGHTS``, phrasing from ``rng``;
+    ``distinct``: no question twice (fewer turns once the scene's questions run out)."""
     by_type: dict[str, list[world.QA]] = {}
     for qa in world.questions(scene, rng):
         by_type.setdefault(qa.qtype, []).append(qa)
     qtypes, weights = list(QTYPE_WEIGHTS), list(QTYPE_WEIGHTS.values())
     turns = []
     for _ in range(n_turns):
-        qa = rng.choice(by_type[rng.choices(qtypes, weights)[0]])
+        if distinct:
+            open_types = [q for q in qtypes if by_type.get(q)]
+            if not open_types:
+                break
+            pool = by_type[rng.choices(open_types, [QTYPE_WEIGHTS[q] for q in open_types])[0]]
+            qa = pool.pop(rng.randrange(len(pool)))
+        else:
+            qa = rng.choice(by_type[rng.choices(qtypes, weights)[0]])
         if rng.random() < 0.3:
             qa = replace(qa, question=qa.question[0].upper() + qa.question[1:])
         turns.append(qa)
@@ -236,15 +253,28 @@ def forward_loss(
     return loss, logits
 
 
-def main(argv: list[str] | None = None) -> None:
-    from transformers import LlamaForCausalLM
-
-    from decoders.chat_template import ChatPromptBuilder
-    from encoders.open_clip_tower import OpenClipTower, ProjectorMLP
-
+def build_parser() -> argparse.ArgumentParser:
+    """The command's flags (a recipe sets some of their defaults, see ``parse_args``)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--recipe", choices=sorted(vlm_recipes.RECIPES), default="shipped",
+                        help="named flag defaults (toy.vlm_recipes); explicit flags still win")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="checkpoint + metrics.jsonl (default: <tmp>/toy-vlm-runs/<recipe>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from --run-dir's checkpoint (without it a run starts afresh)")
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="checkpoint and exit after this step, before --steps (continue with --resume)")
+    parser.add_argument("--curriculum", default="",
+                        help="'1:0.08,2:0.3' = at most 1 object until 8%% of the steps, 2 until 30%%, then 1-3")
+    parser.add_argument("--distinct-turns", action=argparse.BooleanOptionalAction, default=False,
+                        help="never ask the same question twice about one image")
+    parser.add_argument("--image-first-fraction", type=float, default=0.5,
+                        help="chats with the image before the question (the rest after it)")
+    parser.add_argument("--warmup-fraction", type=float, default=0.05, help="linear LR warm-up, then cosine")
+    parser.add_argument("--min-lr-fraction", type=float, default=0.05, help="LR at the end of the cosine")
     parser.add_argument("--clip", type=Path, default=TOY_CLIP_DIR)
     parser.add_argument("--out", type=Path, default=TOY_VLM_DIR)
     parser.add_argument("--steps", type=int, default=4500)
@@ -274,10 +304,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the LM is small, per-op overhead wins)")
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--eval-items", type=int, default=600, help="held-out items for the final evaluation")
-    parser.add_argument("--val-items", type=int, default=240, help="validation items for --eval-every")
-    args = parser.parse_args(argv)
+    parser.add_argument("--val-items", type=int, default=500, help="validation items for --eval-every")
+    return parser
 
-    start = time.perf_counter()
+
+def parse_args(argv: list[str] | None) -> tuple[str, argparse.Namespace]:
+    """(recipe name, flags): the recipe's values are the defaults, explicit flags win."""
+    parser = build_parser()
+    recipe = parser.parse_known_args(argv)[0].recipe
+    parser.set_defaults(**vlm_recipes.RECIPES[recipe])
+    return recipe, parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from transformers import LlamaForCausalLM
+
+    from decoders.chat_template import ChatPromptBuilder
+    from encoders.open_clip_tower import OpenClipTower, ProjectorMLP
+
+    recipe, args = parse_args(argv)
+    stages = vlm_recipes.parse_curriculum(args.curriculum)
+    run = RunDir(args.run_dir or Path(tempfile.gettempdir()) / "toy-vlm-runs" / recipe)
+    if not args.resume:
+        run.clear()  # a fresh run replaces the directory's checkpoint and log
+
     torch.set_num_threads(args.threads)
     seed_everything(args.seed)
     tokenizer = build_toy_tokenizer()
@@ -297,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
 
     val = world.vqa_items(
         args.val_items, split="val", qtypes=("colour", "shape", "count", "exists", "position")
-    )
+    )  # the validation split: the held-out test items stay unseen until the final evaluation
     val_images = np.stack([np.asarray(it.image) for it in val])
 
     head = PatchHead(width)
@@ -307,28 +357,34 @@ def main(argv: list[str] | None = None) -> None:
         groups.append({"params": list(visual.parameters()), "lr": args.lr * args.tower_lr_scale})
     params = [p for g in groups for p in g["params"]]
     opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    warmup = max(1, args.steps // 20)
+    warmup, floor = max(1, round(args.steps * args.warmup_fraction)), args.min_lr_fraction
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
         lambda s: (
-            min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / args.steps))))
+            min(1.0, (s + 1) / warmup) * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * min(1.0, s / args.steps))))
         ),
     )
     rng = random.Random(args.seed)
+    modules = {"visual": visual, "projector": projector, "lm": lm, "patch_head": head}
+    first = run.restore(modules, opt, sched, rng) if args.resume else 0
+    (run.path / "args.json").write_text(json.dumps(vars(args), default=str, indent=2) + "\n")
     lm.train()
     projector.train()
-    bar = tqdm(range(args.steps), desc="toy-vlm")
+    losses: list[float] = []
+    last = args.steps if args.stop_at is None else min(args.stop_at, args.steps)
+    bar = tqdm(range(first, last), desc=f"toy-vlm {recipe}", initial=first, total=args.steps)
     for step in bar:
-        scenes = training_scenes(args.seed, step, args.batch_size, args.single_fraction)  # fresh every step
+        most = vlm_recipes.max_objects(stages, step / args.steps)
+        scenes = training_scenes(args.seed, step, args.batch_size, args.single_fraction, most)  # fresh every step
         images = np.stack([world.render_array(scene) for scene in scenes])  # (B, 64, 64, 3)
         with torch.set_grad_enabled(args.train_tower):
             batch_feats, batch_attention = encode(tower, images)  # (B, 64, D_v), (B, 64)
         seqs, visual_rows, lookups = [], [], []
         for b, scene in enumerate(scenes):
             kept = choose_visual_tokens(batch_feats[b], batch_attention[b], rng, args.pruned_fraction)  # (K, D_v)
-            turns = sample_turns(scene, rng, rng.randint(1, args.max_turns))
+            turns = sample_turns(scene, rng, rng.randint(1, args.max_turns), args.distinct_turns)
             seqs.append(build_sequence(builder, tokenizer, [(qa.question, qa.answer) for qa in turns],
-                                       kept.shape[0], image_first=rng.random() < 0.5))  # fmt: skip
+                                       kept.shape[0], image_first=rng.random() < args.image_first_fraction))  # fmt: skip
             visual_rows.append(kept)
             unpruned = kept.shape[0] == batch_feats.shape[1]
             lookups.append(lookup_targets(scene, turns, tokenizer, args.lookup_at == "key") if unpruned else None)
@@ -353,22 +409,32 @@ def main(argv: list[str] | None = None) -> None:
         sched.step()
         bar.set_postfix(answer=f"{answer_loss.item():.4f}", lookup=f"{lookup.item():.3f}", words=f"{word_loss.item():.3f}", patch=f"{patch_loss.item():.3f}",
                         attention=f"{attention_loss.item():.3f}", tokens=ids.shape[1])
+        losses.append(answer_loss.item())
         if args.eval_every and (step + 1) % args.eval_every == 0:
             val_feats, _ = encode_pool(tower, val_images)
             acc = quick_eval(lm, projector, builder, tokenizer, val, val_feats, image_token_id)
             lm.train()
             projector.train()
+            run.log({"step": step + 1, "answer_loss": round(float(np.mean(losses)), 4), "max_objects": most,
+                     "lr": sched.get_last_lr()[0], "val": acc})  # fmt: skip
+            losses.clear()
             tqdm.write(f"step {step + 1}: answer loss {answer_loss.item():.4f}  val (teacher-forced) {acc}")
+        if (step + 1) % args.checkpoint_every == 0 or step + 1 == last:
+            run.save(step + 1, modules, opt, sched, rng)
+    if last < args.steps:
+        print(f"stopped after step {last} of {args.steps}; continue with --resume", flush=True)
+        return
 
     lm.eval()
     projector.eval()
     save_vlm(args.out, tokenizer, visual, projector, lm, clip_cfg, args.hidden)
-    train_s = time.perf_counter() - start
+    train_s, train_cpu_s = run.seconds()
 
     vlm = load_vlm(args.out)  # evaluate what was written, through the real loaders and engines
     items = world.vqa_items(args.eval_items, split="test")
-    report = {"train_seconds": round(train_s, 1), "steps": args.steps, "batch_size": args.batch_size,
-              "seed": args.seed, "heldout_items": len(items), "heldout_exact_match": {}}  # fmt: skip
+    report = {"recipe": recipe, "train_seconds": round(train_s, 1), "train_cpu_seconds": round(train_cpu_s, 1),
+              "steps": args.steps, "batch_size": args.batch_size, "seed": args.seed,
+              "heldout_items": len(items), "heldout_exact_match": {}}  # fmt: skip
     for ratio in (1.0, 0.5, 0.25):
         acc = evaluate_vqa(vlm, items, keep_ratio=ratio, pruning_method="cls_attention")
         report["heldout_exact_match"][f"keep_{ratio}"] = {k: round(v, 4) for k, v in acc.items()}
@@ -379,7 +445,8 @@ def main(argv: list[str] | None = None) -> None:
 
 @torch.no_grad()
 def quick_eval(lm, projector, builder, tokenizer, items, feats, image_token_id) -> dict[str, float]:
-    """Teacher-forced exact match per qtype (every answer token argmax-right) on single-turn items."""
+    """Teacher-forced exact match (every answer token argmax-right) on single-turn items: per qtype,
+    per qtype and object count (``"colour@3"``) and ``"all"``."""
     lm.eval()
     projector.eval()
     seqs = [build_sequence(builder, tokenizer, [(it.question, it.answer)], feats.shape[1]) for it in items]
@@ -389,8 +456,9 @@ def quick_eval(lm, projector, builder, tokenizer, items, feats, image_token_id) 
     ok = ((pred == gold) | (gold == IGNORE)).all(dim=1).tolist()  # (B,)
     out: dict[str, list[bool]] = {}
     for it, o in zip(items, ok):
-        out.setdefault(it.qtype, []).append(o)
-    return {q: round(sum(v) / len(v), 3) for q, v in out.items()}
+        for key in (it.qtype, f"{it.qtype}@{len(it.scene.objects)}", "all"):
+            out.setdefault(key, []).append(o)
+    return {q: round(sum(v) / len(v), 3) for q, v in sorted(out.items())}
 
 
 def save_vlm(out: Path, tokenizer, visual, projector, lm, clip_cfg: dict, hidden: int) -> None:
