@@ -135,6 +135,38 @@ class ImagesResponse(BaseModel):
     timings_ms: dict[str, float]
 
 
+# ---- embeddings ----------------------------------------------------------------------------------
+
+
+class EmbeddingsRequest(BaseModel):
+    input: str | list[str] | list[TextPart | ImageUrlPart] = Field(
+        description="a text, texts, or typed items (text / image_url with a data: URL), mixed")
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] | None = Field(None, description="base64: little-endian float32")
+    dimensions: int | None = Field(None, ge=1, description="must equal the model's, if given")
+    user: str | None = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingsUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingsUsage
+    cache_hit: bool
+    timings_ms: dict[str, float]
+
+
 # ---- models, health, workflows -------------------------------------------------------------------
 
 
@@ -195,6 +227,7 @@ class WorkflowRunResponse(BaseModel):
 _ROUTES: dict[tuple[str, str], tuple[type[BaseModel] | None, type[BaseModel]]] = {
     ("post", "/v1/chat/completions"): (ChatCompletionRequest, ChatCompletion),
     ("post", "/v1/images/generations"): (ImageGenerationRequest, ImagesResponse),
+    ("post", "/v1/embeddings"): (EmbeddingsRequest, EmbeddingsResponse),
     ("get", "/v1/models"): (None, ModelList),
     ("get", "/healthz"): (None, Health),
     ("get", "/v1/workflows"): (None, WorkflowList),
@@ -204,11 +237,6 @@ _ERRORS = {"400": "a bad request: `param` names the field", "401": "a missing or
            "404": "no such path or workflow", "405": "wrong method", "408": "past the request's deadline",
            "413": "the body is over limits.max_request_bytes", "503": "overloaded, retry later",
            "500": "a failure inside the server"}  # fmt: skip
-
-
-def register(method: str, path: str, request: type[BaseModel] | None, response: type[BaseModel]) -> None:
-    """Describe one more route (an endpoint added in its own module)."""
-    _ROUTES[(method, path)] = (request, response)
 
 
 def install_openapi(app: FastAPI) -> None:

@@ -54,7 +54,8 @@ def event_body(event: WorkflowEvent) -> dict[str, Any] | None:
         return {"type": "step.started", "step": event.step, "op": event.op, "at_ms": event.started_ms,
                 "copies": event.copies}  # fmt: skip
     if isinstance(event, StepFinished):
-        return {"type": "step.finished", **event.as_dict()}
+        record = event.as_dict()
+        return {"type": "step.finished", "step": record.pop("name"), **record}
     if isinstance(event, WorkflowResult):
         return {"type": "result", **result_body(event)}
     if isinstance(event, StepProgress):
