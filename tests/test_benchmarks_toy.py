@@ -51,3 +51,22 @@ def test_quality_benchmark(tmp_path, capsys):
     assert [(r["sampler"], r["steps"], r["n"]) for r in result["images"]] == [("ddim", 50, 3), ("dpmpp_2m", 8, 3)]
     assert 0 <= result["clip"]["captions"] <= 1
     assert "Toy VLM (12 held-out questions" in capsys.readouterr().out
+
+
+def test_embeddings_in_process_throughput_and_toy_retrieval(tmp_path, capsys):
+    from benchmarks import embeddings
+
+    out = tmp_path / "embeddings.json"
+    argv = ["--profile", "toy", "--inputs", "32", "--repeats", "2", "--threads", "1", "--no-serve", "--json", str(out)]
+    assert embeddings.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["model"] == "toy-clip" and "serve" not in result
+    for kind in ("texts", "images"):
+        rates = result["in_process"][kind]
+        assert set(rates["per_s"]) == {"1", "32"} and rates["ratio"] == pytest.approx(
+            rates["per_s"]["32"] / rates["per_s"]["1"])
+    retrieval = result["retrieval"]  # the 30 single-object toy images against their 30 captions
+    assert retrieval["n"] == 30 and retrieval["red_circle_rank"] == 1
+    assert retrieval["text_to_image_top1"] >= 0.9  # measured 100% (README)
+    table = capsys.readouterr().out
+    assert f"{100 * retrieval['text_to_image_top1']:.1f}%" in table and "in-process images" in table
