@@ -14,8 +14,9 @@ sampling for up to ``--cooldown-s`` until the replica counts are back where they
 
 It prints a table per level (TTFT, inter-token latency, end-to-end at p50/p95/p99, requests/s, output
 tokens/s, goodput under the SLO ``--slo-*``, cache hit rate from ``usage.cache_hit``, errors by status
-code) and writes to ``--out``: summary.csv (per level), requests.csv (per request), replicas.csv, and
-latency_vs_load.png and replicas.png. Timing definitions: ``benchmarks.load_transports``.
+code, and how many requests were retried: refused before any byte, each is resent up to ``--retries``
+times with exponential backoff) and writes to ``--out``: summary.csv (per level), requests.csv (per
+request), replicas.csv, and latency_vs_load.png and replicas.png. Timing definitions: ``benchmarks.load_transports``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from benchmarks.load_stats import PERCENTILES, LevelSummary, Slo, summarize
 from benchmarks.load_transports import SENDERS, TRANSPORTS
 from benchmarks.load_workload import QUESTION, RequestSpec, WorkloadGenerator, WorkloadOptions, parse_mix
 from benchmarks.report import machine_summary, markdown_table
+from launcher.retry import RetryPolicy
 from triptych.auth import API_KEY_ENV
 
 DEFAULT_OUT = Path("benchmarks/results")
@@ -92,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--max-inflight", type=_positive(int), default=64,
                       help="open loop: client threads; arrivals past it wait (64)")
     load.add_argument("--timeout-s", type=_positive(float), default=120.0, help="per request (120)")
+    load.add_argument("--retries", type=int, choices=range(11), default=RetryPolicy.retries, metavar="N",
+                      help="resend a request refused before any byte (503 / UNAVAILABLE / RESOURCE_EXHAUSTED) "
+                           f"up to N times with exponential backoff; 0 = never ({RetryPolicy.retries})")
     load.add_argument("--seed", type=int, default=0, help="arrivals, kinds and pooled images (0)")
     work = parser.add_argument_group("workload")
     work.add_argument("--mix", default="chat=0.8,image=0.2", help="kind=weight,... of chat, image")
@@ -238,7 +243,7 @@ def run(args: argparse.Namespace) -> tuple[list[LevelRun], list[LevelSummary], l
     with ExitStack() as stack:
         http_url, grpc_target, app_name = _server(args, stack)
         sender = SENDERS[args.transport](http_url if args.transport == "http" else grpc_target, args.timeout_s,
-                                         args.api_key)
+                                         args.api_key, RetryPolicy(retries=args.retries))
         stack.callback(sender.close)
         if not args.no_warmup:
             log("warming up ...")
@@ -276,13 +281,13 @@ def table(summaries: list[LevelSummary]) -> str:
         return "/".join("-" if math.isnan(values[q]) else f"{values[q]:.0f}" for q in PERCENTILES)
 
     has_images = any(not math.isnan(s.image_e2e_ms[50]) for s in summaries)
-    header = ["load", "ok/sent", "req/s", "out tok/s", "goodput/s", "cache hit", "TTFT ms p50/95/99",
+    header = ["load", "ok/sent", "retried", "req/s", "out tok/s", "goodput/s", "cache hit", "TTFT ms p50/95/99",
               "ITL ms p50/95/99", "chat E2E ms p50/95/99"] + (["image E2E ms p50/95/99"] if has_images else []) + [
               "errors"]
     rows = []
     for s in summaries:
         load = f"{s.load:g} req/s" if s.mode == "open" else f"{s.load:g} users"
-        rows.append([load, f"{s.ok}/{s.requests}", s.requests_per_s, s.output_tokens_per_s, s.goodput_per_s,
+        rows.append([load, f"{s.ok}/{s.requests}", s.retried, s.requests_per_s, s.output_tokens_per_s, s.goodput_per_s,
                      "-" if math.isnan(s.cache_hit_rate) else f"{s.cache_hit_rate:.0%}", triple(s.ttft_ms),
                      triple(s.itl_ms), triple(s.chat_e2e_ms)] + ([triple(s.image_e2e_ms)] if has_images else []) + [
                      " ".join(f"{code}:{n}" for code, n in sorted(s.errors.items())) or "none"])
@@ -306,7 +311,7 @@ def write_results(args, runs: list[LevelRun], summaries: list[LevelSummary], sam
         {"mode": run.level.mode, "load": run.level.value, "index": r.index, "kind": r.kind,
          "transport": r.transport, "start_s": round(r.scheduled_s - run.started_s, 4), "status": r.status,
          "ttft_s": r.ttft_s, "tpot_s": r.tpot_s, "e2e_s": r.e2e_s, "output_tokens": r.output_tokens,
-         "cache_hit": r.cache_hit, "repeated_image": r.repeated, "error": r.error}
+         "cache_hit": r.cache_hit, "repeated_image": r.repeated, "retries": r.retries, "error": r.error}
         for run in runs for r in sorted(run.records, key=lambda r: r.scheduled_s)])
     names = sorted({name for sample in samples for name in sample.counts})
     t0 = samples[0].t_s if samples else 0.0

@@ -61,6 +61,7 @@ class LevelSummary:
     load: float
     requests: int
     ok: int
+    retried: int  # requests sent more than once (refused before any byte, then retried)
     duration_s: float
     requests_per_s: float
     output_tokens_per_s: float
@@ -76,7 +77,7 @@ class LevelSummary:
     def row(self) -> dict[str, object]:
         """Flat columns for the CSV."""
         row: dict[str, object] = {
-            "mode": self.mode, "load": self.load, "requests": self.requests, "ok": self.ok,
+            "mode": self.mode, "load": self.load, "requests": self.requests, "ok": self.ok, "retried": self.retried,
             "duration_s": self.duration_s, "requests_per_s": self.requests_per_s,
             "output_tokens_per_s": self.output_tokens_per_s, "goodput_per_s": self.goodput_per_s,
             "cache_hit_rate": self.cache_hit_rate,
@@ -100,7 +101,8 @@ def summarize(mode: str, load: float, records: Sequence[Record], duration_s: flo
         return {q: percentile(values, q) * 1000 for q in PERCENTILES}
 
     return LevelSummary(
-        mode=mode, load=load, requests=len(records), ok=len(ok), duration_s=duration_s,
+        mode=mode, load=load, requests=len(records), ok=len(ok), retried=sum(r.retries > 0 for r in records),
+        duration_s=duration_s,
         requests_per_s=per_s(len(ok)),
         output_tokens_per_s=per_s(sum(r.output_tokens for r in chat)),
         goodput_per_s=per_s(sum(slo.met_by(r) for r in ok)),

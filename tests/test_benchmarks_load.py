@@ -40,6 +40,7 @@ def refusal(capsys, argv: list[str]) -> str:
     (["--repeat-fraction", "1.5"], "--repeat-fraction", "[0, 1]"),
     (["--slo-ttft-ms", "-5"], "--slo-ttft-ms", "must be > 0"),
     (["--cooldown-s", "-1"], "--cooldown-s", ">= 0"),
+    (["--retries", "-1"], "--retries", "invalid choice"),
     (["--decoder-batch", "0"], "--decoder-batch", "must be > 0"),
     (["--decoder-batch", "16", "--url", "http://127.0.0.1:8000"], "--decoder-batch", "only for the server started here"),
 ])
@@ -56,6 +57,7 @@ def test_good_arguments_make_levels_slo_and_loopback_targets():
     assert args.mix == {"image": 1.0, "chat": 3.0}
     assert args.url == "http://localhost:8123" and args.slo.ttft_s == 0.5
     assert [level.mode for level in parse_args(["--mode", "closed"]).levels] == ["closed"] * 3
+    assert (args.retries, parse_args(["--retries", "0"]).retries) == (3, 0)
     assert loopback_url("http://[::1]:8000") == "http://[::1]:8000"
     assert loopback_target("127.0.0.9:9000") == "127.0.0.9:9000"
 
@@ -82,9 +84,9 @@ def test_percentile_interpolates_like_numpy():
         percentile(values, 101)
 
 
-def chat(index, ttft, e2e, tokens, gaps=(), hit=None, status="ok") -> Record:
+def chat(index, ttft, e2e, tokens, gaps=(), hit=None, status="ok", retries=0) -> Record:
     return Record(index, "chat", "http", 0.0, status=status, ttft_s=ttft, e2e_s=e2e, output_tokens=tokens,
-                  chunk_gaps_s=list(gaps), cache_hit=hit)
+                  chunk_gaps_s=list(gaps), cache_hit=hit, retries=retries)
 
 
 def test_goodput_throughput_errors_and_hit_rate_on_synthetic_records():
@@ -94,9 +96,9 @@ def test_goodput_throughput_errors_and_hit_rate_on_synthetic_records():
         chat(1, 1.5, 2.0, 6, hit=False),  # TTFT too slow
         chat(2, 0.2, 2.2, 11, hit=True),  # TPOT 0.2: too slow
         chat(3, 0.3, 0.3, 1, hit=None),  # one token: no TPOT, TTFT meets
-        Record(4, "image", "http", 0.0, e2e_s=4.0),  # meets
+        Record(4, "image", "http", 0.0, e2e_s=4.0, retries=1),  # meets (after one 503)
         Record(5, "image", "http", 0.0, e2e_s=6.0),  # too slow
-        chat(6, None, 0.1, 0, status="503"),
+        chat(6, None, 0.1, 0, status="503", retries=3),  # refused four times: failed, and counted as retried
         chat(7, None, 0.1, 0, status="503"),
         chat(8, None, 0.1, 0, status="RESOURCE_EXHAUSTED"),
     ]
@@ -111,6 +113,7 @@ def test_goodput_throughput_errors_and_hit_rate_on_synthetic_records():
     assert summary.itl_ms[99] == pytest.approx(100.0)
     assert summary.image_e2e_ms[50] == pytest.approx(5000.0)
     assert summary.row()["errors"] == "503:2 RESOURCE_EXHAUSTED:1"
+    assert summary.retried == summary.row()["retried"] == 2  # records 4 and 6
 
 
 def test_parse_mix_accepts_bare_kinds():
