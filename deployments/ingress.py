@@ -68,7 +68,7 @@ def _grpc_status_on_error(grpc_context):
         yield
     except RequestError as exc:
         grpc_context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
-        grpc_context.set_details(str(exc))
+        grpc_context.set_details(f"{exc.field}: {exc.message}")  # str(): Ray's traceback too
         raise
     except OVERLOADED as exc:
         grpc_context.set_code(grpc.StatusCode.RESOURCE_EXHAUSTED)
