@@ -145,7 +145,8 @@ def measure_serve(args: argparse.Namespace, texts: Sequence[str], threads: int) 
         profile=args.profile, model_dir=model_root(args), embedding_model=args.model,
         http_port=free_port(), grpc_port=free_port(), cache=CacheOptions(enabled=False),  # every input computed
         ingress=DeploymentOptions(num_cpus=0.1, max_ongoing_requests=2 * BATCH, max_queued_requests=2 * BATCH),
-        embedder=DeploymentOptions(num_cpus=0.5, max_ongoing_requests=2 * BATCH, torch_threads=threads),
+        embedder=DeploymentOptions(num_cpus=0.5, max_ongoing_requests=2 * BATCH, max_queued_requests=2 * BATCH,
+                                   torch_threads=threads),
         embedder_batch=BatchOptions(max_batch_size=BATCH, batch_wait_timeout_s=0.01),
     )  # fmt: skip
     log("starting Triptych for the Serve measurements")

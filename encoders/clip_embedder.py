@@ -11,11 +11,16 @@ Texts longer than the model's context are rejected (``RequestError`` naming the 
 truncated; images are decoded with ``encoders.image_io`` (same limits and errors as chat). Forward
 passes run in chunks of ``batch_size`` under ``torch.inference_mode``; vectors come back as float32 on
 the CPU, re-normalised after the cast so a reduced-precision tower still yields unit vectors.
+
+Thread-safe: every tokenizer call holds one lock. A Hugging Face fast tokenizer keeps its padding
+setting on the shared Rust tokenizer, so without it a token count in one thread stripped the padding
+of a batch in another (seen through Serve: 32 concurrent requests, "size of tensor a (5) must match").
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,7 @@ class ClipEmbedder:
         self.model = model.to(self.device).eval()
         self._preprocess = preprocess  # PIL image -> (3, H, W) normalised pixels
         self._tokenizer = tokenizer  # list[str] -> (N, context_length) token ids
+        self._tokenizer_lock = threading.Lock()
         self._info = info
         self._limits = limits or Limits()
         self.batch_size = batch_size
@@ -94,7 +100,8 @@ class ClipEmbedder:
                 raise RequestError(field, f"must be a string, got {type(text).__name__}")
             if not text.strip():
                 raise RequestError(field, "must not be empty")
-            count = _token_count(self._tokenizer, text)
+            with self._tokenizer_lock:
+                count = _token_count(self._tokenizer, text)
             if count > self._info.context_length:
                 raise RequestError(field, f"is {count} tokens; {self._info.model_id!r} takes at most "
                                           f"{self._info.context_length} (longer texts are rejected, not truncated)")
@@ -112,7 +119,8 @@ class ClipEmbedder:
         self.count_tokens(texts, fields)
         chunks = []
         for start in range(0, len(texts), self.batch_size):
-            ids = self._tokenizer(list(texts[start : start + self.batch_size]))  # (B, context_length)
+            with self._tokenizer_lock:
+                ids = self._tokenizer(list(texts[start : start + self.batch_size]))  # (B, context_length)
             with torch.inference_mode():
                 chunks.append(self.model.encode_text(ids.to(self.device)))  # (B, D)
         return _unit(chunks, len(texts), self._info.dimensions)

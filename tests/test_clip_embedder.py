@@ -101,3 +101,18 @@ def test_toy_clip_ranks_the_red_circle_first_for_a_red_circle(toy):
     text_vectors = toy.embed_texts(captions)  # (30, D)
     top1 = (text_vectors @ image_vectors.T).argmax(dim=1)  # each caption's best image
     assert (top1 == torch.arange(30)).float().mean() >= 0.9  # measured: 30 / 30 (benchmarks.embeddings)
+
+
+def test_counting_and_embedding_from_many_threads_at_once(toy):
+    """The Embedder counts tokens in worker threads while a batch is embedded in another (the toy CLIP's
+    HF tokenizer keeps its padding on shared state: without the engine's lock a batch lost its padding)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = toy.embed_texts(TEXTS)
+    with ThreadPoolExecutor(4) as pool:
+        counts = [pool.submit(lambda: [toy.count_tokens(TEXTS) for _ in range(50)]) for _ in range(2)]
+        batches = [pool.submit(lambda: [toy.embed_texts(TEXTS) for _ in range(10)]) for _ in range(2)]
+        for future in batches:
+            for vectors in future.result():
+                torch.testing.assert_close(vectors, expected, rtol=0, atol=1e-5)
+        assert all(result == [toy.count_tokens(TEXTS)] * 50 for result in (f.result() for f in counts))

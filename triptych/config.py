@@ -190,10 +190,12 @@ class TriptychConfig(_Frozen):
     decoder_batching: DecoderBatching = DecoderBatching()
     text_encoder: DeploymentOptions = DeploymentOptions(num_cpus=0.1)
     denoiser: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=8)
-    embedder: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=16)
+    # Room for a burst: the router's queue also holds calls still being placed on a replica, so a queue of 16
+    # dropped one of 32 simultaneous one-text requests (benchmarks.embeddings) although 64 could run.
+    embedder: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=32, max_queued_requests=64)
     encoder_batch: BatchOptions = BatchOptions()
     denoiser_batch: BatchOptions = BatchOptions(max_batch_size=4, batch_wait_timeout_s=0.02)
-    embedder_batch: BatchOptions = BatchOptions()  # requests merged into one forward per kind (texts, images)
+    embedder_batch: BatchOptions = BatchOptions(max_batch_size=32)  # calls merged into one forward per kind
     limits: Limits = Limits()
     auth: AuthOptions = AuthOptions()
     chat: ChatDefaults = ChatDefaults()
