@@ -47,16 +47,16 @@ def build_app(config: TriptychConfig) -> Application:
     if config.cache.enabled and config.cache.redis_url is None:
         cache_server = CacheServer.bind(config.cache.embedded_maxmemory_mb)
     vision_encoder = VisionEncoder.options(**config.vision_encoder.serve_options()).bind(
-        chat_model, config.encoder_batch, config.limits, config.vision_encoder.device
+        chat_model, config.encoder_batch, config.limits, config.vision_encoder.device, faults=config.faults
     )
     llm_decoder = LLMDecoder.options(**config.llm_decoder.serve_options()).bind(
-        chat_model, config.decoder_batching, config.cache, cache_server, config.llm_decoder.device
+        chat_model, config.decoder_batching, config.cache, cache_server, config.llm_decoder.device, faults=config.faults
     )
     text_encoder = TextEncoder.options(**config.text_encoder.serve_options()).bind(
         image_model, config.text_encoder.device
     )
     denoiser = Denoiser.options(**config.denoiser.serve_options()).bind(
-        image_model, config.denoiser_batch, config.images.max_size, config.denoiser.device
+        image_model, config.denoiser_batch, config.images.max_size, config.denoiser.device, faults=config.faults
     )
     embedder = Embedder.options(**config.embedder.serve_options()).bind(
         embedding_model, config.embedder_batch, config.limits, config.embedder.device

@@ -23,8 +23,9 @@ from ray import serve
 
 from denoisers.engine import DenoiseCancelled, DenoiseJob, DenoiserEngine, batch_key
 from denoisers.protocol import DenoiserEngineProtocol
+from deployments.faults import NO_FAULTS, fail_after_first_event, gated_seed, pass_gate_in_thread
 from deployments.metrics import DenoiserMetrics
-from triptych.config import BatchOptions
+from triptych.config import BatchOptions, FaultInjection
 from triptych.types import GeneratedImages, ImageParams, ImageProgress
 
 
@@ -38,7 +39,8 @@ class _Request:
 
 @serve.deployment
 class Denoiser:
-    def __init__(self, model_path: str, batch: BatchOptions, max_image_size: int, device: str = "cpu"):
+    def __init__(self, model_path: str, batch: BatchOptions, max_image_size: int, device: str = "cpu",
+                 faults: FaultInjection = NO_FAULTS):
         self._engine: DenoiserEngineProtocol = DenoiserEngine.from_pretrained(
             model_path, device=device, max_image_size=max_image_size
         )
@@ -48,6 +50,8 @@ class Denoiser:
         self._batches = 0
         self._in_flight = 0
         self._metrics = DenoiserMetrics()
+        self._faults = faults
+        self._images_returned = 0
 
     async def generate(
         self, cond: torch.Tensor, uncond: torch.Tensor, params: ImageParams
@@ -57,7 +61,9 @@ class Denoiser:
         try:
             async for event in self._generate_batch(request):
                 if event is not None:
+                    self._images_returned += isinstance(event, GeneratedImages)
                     yield event
+                    fail_after_first_event(self._faults, params.seed, "denoiser")
         finally:  # normal end, error, or the caller went away: stop this request's share of the loop
             request.cancelled.set()
             self._in_flight -= 1
@@ -91,6 +97,8 @@ class Denoiser:
                 if request is requests[0]:  # one progress event per step for the whole group
                     self._steps_run += 1
                     loop.call_soon_threadsafe(progress.put_nowait, (done, total))
+                if done == 1:  # test-only (FaultInjection.gate_seed): hold the loop inside its first step
+                    pass_gate_in_thread(self._faults, gated_seed(self._faults, request.params.seed), request.cancelled)
                 return not request.cancelled.is_set()
 
             return on_step
@@ -126,8 +134,9 @@ class Denoiser:
                                                           "vae_decode": round(decode_ms, 3)}))
         return results
 
-    def stats(self) -> dict[str, int]:
-        return {"steps_run": self._steps_run, "batches": self._batches, "in_flight": self._in_flight}
+    def stats(self) -> dict[str, int | str]:
+        return {"steps_run": self._steps_run, "batches": self._batches, "in_flight": self._in_flight,
+                "results": self._images_returned, "replica": serve.get_replica_context().replica_id.unique_id}
 
 
 def _png(image) -> bytes:

@@ -21,6 +21,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from decoders.chat_template import ChatPromptBuilder
+from deployments.admission import AdmissionMiddleware, admitted, configure_admission
 from deployments.cache_server import replica_cache
 from deployments.edge_policy import install_edge_policy
 from deployments.grpc_chat import chat_request_from_proto, delta_to_proto, usage_to_proto
@@ -55,6 +56,7 @@ logger = logging.getLogger("triptych.ingress")
 OVERLOADED = (BackPressureError, OverloadedError)
 http_app = FastAPI(title="Triptych", docs_url=None, redoc_url=None)
 add_web_page(http_app)  # GET / and /static/: the browser page
+http_app.add_middleware(AdmissionMiddleware)  # inside the edge: keys and size first, then room for the request
 install_http_edge(http_app)  # API keys and body size first; every error in OpenAI's shape
 
 
@@ -115,6 +117,7 @@ class TriptychIngress:
     ):
         self._config = config
         install_edge_policy(config)  # keys + body limit for the HTTP middleware and gRPC
+        self._admission = configure_admission(config)  # chats / images in flight, refused past the stages' room
         self._model_name = chat_model_path.rstrip("/").rsplit("/", 1)[-1]
         self._image_model_name = image_model_path.rstrip("/").rsplit("/", 1)[-1]
         self._embedding_model_name = embedding_model_path.rstrip("/").rsplit("/", 1)[-1]
@@ -162,6 +165,9 @@ class TriptychIngress:
 
     def cache_stats(self) -> dict:
         return self._cache.stats().as_dict()
+
+    def admission_stats(self) -> dict:
+        return self._admission.stats()
 
     # ---- HTTP ---------------------------------------------------------------------------------
 
@@ -251,6 +257,7 @@ class TriptychIngress:
 
     # ---- gRPC (method names match triptych.v1.Triptych and grpc.health.v1.Health) -------------
 
+    @admitted("chat")
     async def Chat(self, message, grpc_context):
         with _grpc_status_on_error(grpc_context):
             request = chat_request_from_proto(message, self._config.chat)
@@ -265,6 +272,7 @@ class TriptychIngress:
                 if event.text:
                     yield delta_to_proto(event)
 
+    @admitted("image")
     async def GenerateImage(self, message, grpc_context):
         with _grpc_status_on_error(grpc_context):
             request = image_request_from_proto(message, self._config.images)

@@ -30,10 +30,15 @@ from models.profiles import resolve_chat_model, resolve_embedding_model, resolve
 from triptych.config import TriptychConfig
 
 READY_TIMEOUT_S = 600.0  # generous: the first start of a profile may build its checkpoints
+DRAIN_TIMEOUT_S = 30.0  # at the end: how long chats and images in flight may take to finish
 
 
 class DeployError(RuntimeError):
     """An application did not reach RUNNING (its status message says why)."""
+
+
+class ProxyError(DeployError):
+    """A Serve proxy did not become HEALTHY: most often its HTTP or gRPC port was taken by then."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,10 @@ def serving(
     assert app_configs, "serve_config needs the TriptychConfig of its Triptych application(s)"
     app_name, app_config = next(iter(app_configs.items()))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Serve's proxy binds with SO_REUSEPORT by default, so a port another process holds is silently shared
+    # (the kernel splits the connections between the two servers). Off, a taken port fails the proxy's
+    # bind, which the start-up below reports as a ProxyError; the caller may retry on other ports.
+    os.environ.setdefault("SERVE_SOCKET_REUSE_PORT_ENABLED", "0")
     for key, value in RUNTIME_ENV_VARS.items():
         os.environ.setdefault(key, value)
     import ray
@@ -128,6 +137,7 @@ def serving(
         )
         _get_global_client().deploy_apps(serve_config, _blocking=False)
         _wait_until_running(list(app_configs))
+        _wait_until_proxies_healthy()
         http = serve_config.http_options
         yield RunningServer(
             config=app_config,
@@ -140,6 +150,8 @@ def serving(
         )
     finally:
         try:
+            if _get_global_client(raise_if_no_controller_running=False) is not None:
+                _drain(list(app_configs))
             if serve_was_running:
                 for name in app_configs:
                     serve.delete(name)
@@ -164,6 +176,38 @@ def _wait_until_running(app_names: list[str], timeout_s: float = READY_TIMEOUT_S
             return
         if time.monotonic() > deadline:
             raise DeployError(f"applications {app_names} not RUNNING after {timeout_s:.0f} s: {statuses}")
+        time.sleep(0.2)
+
+
+def _drain(app_names: list[str], timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+    """Before Serve stops: let the chats and images in flight finish (at most `timeout_s`), so stopping
+    (Ctrl-C or SIGTERM to `triptych serve`) cuts no stream. New requests are still admitted meanwhile."""
+    from ray import serve
+
+    from deployments.admission import drain
+
+    for name in app_names:
+        try:
+            app = serve.status().applications.get(name)
+            ingress = app.deployments.get("TriptychIngress") if app else None
+            replicas = ingress.replica_states.get("RUNNING", 0) if ingress else 0
+            if replicas and not drain(name, replicas, timeout_s):
+                logging.getLogger(__name__).warning("%s: requests still in flight after %.0f s; stopping anyway",
+                                                    name, timeout_s)
+        except Exception as exc:  # noqa: BLE001  stopping goes on whatever state the app is in
+            logging.getLogger(__name__).warning("%s: not drained (%s: %s)", name, type(exc).__name__, exc)
+
+
+def _wait_until_proxies_healthy(timeout_s: float = 120.0) -> None:
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        proxies = {node: str(getattr(state, "value", state)) for node, state in serve.status().proxies.items()}
+        if proxies and all(state == "HEALTHY" for state in proxies.values()):
+            return
+        if "UNHEALTHY" in proxies.values() or time.monotonic() > deadline:
+            raise ProxyError(f"Serve proxies not HEALTHY ({proxies}): is the HTTP or gRPC port taken?")
         time.sleep(0.2)
 
 

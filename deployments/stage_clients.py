@@ -1,15 +1,25 @@
-"""Adapters from Serve deployment handles to the pipeline's stage Protocols (pipelines/stages.py)."""
+"""Adapters from Serve deployment handles to the pipeline's stage Protocols (pipelines/stages.py).
+
+Every call fails the same ways: a stage with no live replica to take it (one was killed or is being
+replaced) raises `StageUnavailableError` (503 / RESOURCE_EXHAUSTED: nothing was sent, a retry is safe),
+unless a stream had already produced part of the answer; a stream still running at the request's
+deadline (`deployments.deadline`) is cancelled and raises `DeadlineExceeded`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import TypeVar
 
 import torch
-from ray.exceptions import RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.handle import DeploymentHandle
 
+from deployments.deadline import until_deadline
 from pipelines.chat_decoder import FeaturesNotCached
+from triptych.errors import StageUnavailableError
 from triptych.types import (
     DecoderInfo,
     EmbedderInfo,
@@ -25,6 +35,20 @@ from triptych.types import (
     VisualInput,
 )
 
+T = TypeVar("T")
+# The replica died or was being replaced when the call reached it; Serve's router drops it and picks a
+# live one for the next call.
+_REPLICA_GONE = (RayActorError, DeploymentUnavailableError, ReplicaUnavailableError)
+
+
+async def _answer(call: Awaitable[T], stage: str) -> T:
+    """A unary stage call's result; a replica lost under it is `StageUnavailableError`."""
+    try:
+        return await call
+    except _REPLICA_GONE as exc:
+        raise StageUnavailableError(f"no {stage} replica could take the request ({type(exc).__name__}); "
+                                    "retry") from exc
+
 
 class _Memo:
     """Fetches a stage's static info once per replica (no async __init__)."""
@@ -37,7 +61,7 @@ class _Memo:
     async def get(self):
         async with self._lock:
             if self._value is None:
-                self._value = await self._handle.info.remote()
+                self._value = await _answer(self._handle.info.remote(), self._handle.deployment_id.name)
         return self._value
 
 
@@ -50,7 +74,7 @@ class ServeVisionStage:
         return await self._info.get()
 
     async def encode(self, image: bytes) -> VisionFeatures:
-        return await self._handle.encode.remote(image)
+        return await _answer(self._handle.encode.remote(image), "vision encoder")
 
 
 class ServeDecoderStage:
@@ -66,7 +90,7 @@ class ServeDecoderStage:
     ) -> AsyncIterator[TextDelta]:
         stream = self._handle.options(stream=True).generate.remote(prompt_ids, list(images), params)
         try:
-            async for delta in _cancel_on_exit(stream):
+            async for delta in _relayed(stream, "decoder"):
                 yield delta
         except RayTaskError as exc:  # the replica's own FeaturesNotCached, so the pipeline can fall back
             if isinstance(exc.cause, FeaturesNotCached):
@@ -83,7 +107,7 @@ class ServeTextEncoderStage:
         return await self._info.get()
 
     async def encode(self, text: str, field: str) -> torch.Tensor:
-        return await self._handle.encode.remote(text, field)
+        return await _answer(self._handle.encode.remote(text, field), "text encoder")
 
 
 class ServeEmbedderStage:
@@ -109,15 +133,23 @@ class ServeDenoiserStage:
         self, cond: torch.Tensor, uncond: torch.Tensor, params: ImageParams
     ) -> AsyncIterator[ImageProgress | GeneratedImages]:
         stream = self._handle.options(stream=True).generate.remote(cond, uncond, params)
-        async for event in _cancel_on_exit(stream):
+        async for event in _relayed(stream, "denoiser"):
             yield event
 
 
-async def _cancel_on_exit(stream) -> AsyncIterator:
-    """Relay a streaming response; if we stop early (the client went away), cancel the remote
-    generator so the stage stops its loop instead of computing for nobody."""
+async def _relayed(stream, stage: str) -> AsyncIterator:
+    """Relay a streaming response until the request's deadline. If we stop early (the client went away,
+    the deadline passed, an error), cancel the remote generator so the stage stops its loop instead of
+    computing for nobody. A replica lost before the first item is `StageUnavailableError`."""
+    started = False
     try:
-        async for item in stream:
+        async for item in until_deadline(stream, stage):
+            started = True
             yield item
+    except _REPLICA_GONE as exc:
+        if started:
+            raise
+        raise StageUnavailableError(f"no {stage} replica could take the request ({type(exc).__name__}); "
+                                    "retry") from exc
     finally:
         stream.cancel()

@@ -30,5 +30,5 @@ class TextEncoder:
         allow_empty = field == "negative_prompt"
         return await asyncio.to_thread(self._engine.encode_prompt, text, field=field, allow_empty=allow_empty)
 
-    def stats(self) -> dict[str, int]:
-        return {"prompts_encoded": self._prompts_encoded}
+    def stats(self) -> dict[str, int | str]:
+        return {"prompts_encoded": self._prompts_encoded, "replica": serve.get_replica_context().replica_id.unique_id}

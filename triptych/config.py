@@ -162,6 +162,24 @@ class CacheOptions(_Frozen):
     embedded_maxmemory_mb: int = Field(256, ge=1)
 
 
+class FaultInjection(_Frozen):
+    """Test-only faults, off by default (`tests/test_chaos.py`); each is inert unless set.
+
+    gate_file: where gated work waits: until this file exists (a test removes it to close the gate and
+        writes it to open it), or until the request is cancelled.
+    gate_encoder: every VisionEncoder call waits at the gate (so requests pile up behind one encode).
+    gate_seed: a chat or image request with this seed waits at the gate after its first event: the
+        decoder after its first text, the denoiser inside its first step (its loop is held there).
+    fail_seed: a chat or image request with this seed fails right after its first streamed event (the
+        decoder's first text, the denoiser's first step): a failure after the first byte.
+    """
+
+    gate_file: str | None = None
+    gate_encoder: bool = False
+    gate_seed: int | None = None
+    fail_seed: int | None = None
+
+
 class TriptychConfig(_Frozen):
     """Everything the application builder needs; defaults come from the environment."""
 
@@ -182,11 +200,13 @@ class TriptychConfig(_Frozen):
         if os.environ.get("TRIPTYCH_WORKFLOWS_DIR") else None
     )
     workflow_timeout_s: float | None = Field(None, gt=0)  # one workflow run; None: request_timeout_s applies
-    ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.1, max_ongoing_requests=32, max_queued_requests=64)
+    # Room for every chat and image the stages hold (deployments.admission refuses the rest at once) and more.
+    ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.1, max_ongoing_requests=128, max_queued_requests=64)
     vision_encoder: DeploymentOptions = DeploymentOptions(max_replicas=2)
     # max_ongoing_requests = decoder_batching.max_batch_size + max_waiting: Serve hands the engine
-    # what it can batch or queue; beyond that Serve's own queue and then 503.
-    llm_decoder: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=24)
+    # what it can batch or queue; beyond that Serve's own queue and then 503. The queue is at least as big, so
+    # the 24 chats the edge admits for it (deployments.admission) pass even when they arrive together.
+    llm_decoder: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=24, max_queued_requests=32)
     decoder_batching: DecoderBatching = DecoderBatching()
     text_encoder: DeploymentOptions = DeploymentOptions(num_cpus=0.1)
     denoiser: DeploymentOptions = DeploymentOptions(max_replicas=2, max_ongoing_requests=8)
@@ -197,6 +217,7 @@ class TriptychConfig(_Frozen):
     denoiser_batch: BatchOptions = BatchOptions(max_batch_size=4, batch_wait_timeout_s=0.02)
     embedder_batch: BatchOptions = BatchOptions(max_batch_size=32)  # calls merged into one forward per kind
     limits: Limits = Limits()
+    faults: FaultInjection = FaultInjection()
     auth: AuthOptions = AuthOptions()
     chat: ChatDefaults = ChatDefaults()
     images: ImageDefaults = ImageDefaults()

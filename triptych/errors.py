@@ -32,6 +32,12 @@ class OverloadedError(RuntimeError):
     """
 
 
+class StageUnavailableError(OverloadedError):
+    """A stage had no replica to take the request (one died or is being replaced) before any of the
+    answer was sent. Maps like an overload (HTTP 503 / gRPC RESOURCE_EXHAUSTED): the request did no
+    work the client saw, so a retry is safe (and Serve routes it to a live replica)."""
+
+
 class DeadlineExceeded(TimeoutError):
     """A request ran past its time limit (a workflow's or one step's). Maps to HTTP 408 / gRPC
     DEADLINE_EXCEEDED; the message names the workflow or the step and the limit."""
