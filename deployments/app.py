@@ -24,6 +24,7 @@ from deployments.serve_config import check_defaults
 from deployments.text_encoder import TextEncoder
 from deployments.vision_encoder import VisionEncoder
 from models.profiles import resolve_chat_model, resolve_embedding_model, resolve_image_model
+from pipelines.workflow import load_workflows
 from triptych.config import TriptychConfig, load_config
 
 
@@ -38,8 +39,11 @@ def build_app(config: TriptychConfig) -> Application:
     """Each stage is its own deployment with its own replicas, CPU/GPU share, resources and autoscaling.
 
     Resolves the model profile (creating generated checkpoints on first use) and the cache: an external
-    Redis when `cache.redis_url` is set, else the application's own `CacheServer`.
+    Redis when `cache.redis_url` is set, else the application's own `CacheServer`. Loads the workflows
+    (built-ins + `workflows_dir`) here, so a bad workflow file stops the start-up with every problem
+    (`WorkflowFileError`) before any replica starts, and the ingress gets them as data.
     """
+    workflows = load_workflows(config.workflows_dir)
     chat_model = str(resolve_chat_model(config.profile, config.model_dir, config.chat_model))
     image_model = str(resolve_image_model(config.profile, config.model_dir, config.image_model))
     embedding_model = str(resolve_embedding_model(config.profile, config.model_dir, config.embedding_model))
@@ -63,5 +67,5 @@ def build_app(config: TriptychConfig) -> Application:
     )
     return TriptychIngress.options(**config.ingress.serve_options()).bind(
         vision_encoder, llm_decoder, text_encoder, denoiser, config, chat_model, image_model, cache_server,
-        embedder, embedding_model,
+        embedder, embedding_model, workflows,
     )

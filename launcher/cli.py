@@ -243,10 +243,39 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_workflow(args: argparse.Namespace) -> int:
     """``triptych workflow validate FILE...``; ``validate`` is reserved, any other first word names a workflow."""
     if args.name != "validate":
-        raise CliError(f"unknown workflow command {args.name!r}; try: triptych workflow validate FILE")
+        return _run_workflow(args)
     if not args.args:
         raise CliError("workflow validate needs at least one FILE")
     return _validate_workflow_files([Path(file) for file in args.args])
+
+
+def _run_workflow(args: argparse.Namespace) -> int:
+    """Run workflow ``args.name`` over gRPC: one line per step started / finished, chat text as it
+    streams, then the outputs (images written under --output-dir)."""
+    from launcher.client import TriptychClient
+    from launcher.workflow_run import InputFlagError, input_value, output_lines
+
+    if args.args:
+        raise CliError(f"unexpected arguments {' '.join(args.args)!r}; inputs go as --input KEY=VALUE")
+    try:
+        inputs = dict(input_value(flag, _read_file) for flag in args.input)
+    except InputFlagError as exc:
+        raise CliError(str(exc)) from None
+    _check_writable(args.output_dir / "output.png", "--output-dir")
+    result = None
+    with TriptychClient(args.target, api_key=args.api_key) as client, _rpc_errors(args.target):
+        for message in client.run_workflow(args.name, inputs):
+            if message.HasField("result"):
+                result = message.result
+            elif message.step.state == "progress":
+                print(message.step.text, end="", flush=True)  # a chat step's text ("" for denoising steps)
+            else:
+                print(f"[{message.step.step} {message.step.state} at {message.step.at_ms:.0f} ms]", flush=True)
+    if result is None:
+        raise CliError(f"the server at {args.target} ended the stream without a result")
+    for line in output_lines(result.outputs, args.output_dir, _write_file):
+        print(line)
+    return 0
 
 
 def _validate_workflow_files(paths: list[Path]) -> int:
@@ -323,9 +352,15 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--target", default="127.0.0.1:9000")
     emb.add_argument("--api-key", help=API_KEY_HELP)
     emb.set_defaults(func=cmd_embed)
-    workflow = sub.add_parser("workflow", help="workflows: `validate FILE...` checks workflow files, no server")
-    workflow.add_argument("name", metavar="validate", help="validate (reserved)")
-    workflow.add_argument("args", nargs="*", metavar="FILE", help="workflow YAML files")
+    workflow = sub.add_parser("workflow", help="run a workflow on a server over gRPC (`NAME --input KEY=VALUE`), "
+                              "or check workflow files without a server (`validate FILE...`)")
+    workflow.add_argument("name", metavar="NAME|validate", help="a workflow name, or validate")
+    workflow.add_argument("args", nargs="*", metavar="FILE", help="workflow YAML files (validate)")
+    workflow.add_argument("--input", action="append", default=[], metavar="KEY=VALUE",
+                          help="an input: KEY=@file.png (image), KEY=@a.png,@b.png (images), a JSON value, or text")
+    workflow.add_argument("--output-dir", type=Path, default=Path("."), help="where image outputs are written")
+    workflow.add_argument("--target", default="127.0.0.1:9000")
+    workflow.add_argument("--api-key", help=API_KEY_HELP)
     workflow.set_defaults(func=cmd_workflow)
     return parser
 

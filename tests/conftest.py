@@ -1,20 +1,34 @@
 """Test-wide settings (never touch a model hub; Ray local) and the one running Triptych the Serve
-tests share: Ray + Serve + an embedded Redis start once per session, on free ports, and stop at the end."""
+tests share: Ray + Serve + an embedded Redis start once per session, on free ports, and stop at the end.
+
+The suite runs on its own Ray and its own Redis whatever the shell says: REDIS_URL and RAY_ADDRESS are
+removed from the environment for the session (tests/test_isolation.py proves it in a subprocess)."""
 
 import os
+from pathlib import Path
 
 import pytest
 from openai import OpenAI
 
-from deployments.server import serving
 from launcher.client import TriptychClient
-from triptych.config import DecoderBatching, DeploymentOptions, TriptychConfig
-from triptych.ports import free_port
+from launcher.retry import NO_RETRIES
+from tests.serving import serving_on_free_ports
+from triptych.config import CacheOptions, DecoderBatching, DeploymentOptions, TriptychConfig
+
+USER_WORKFLOWS = Path(__file__).parent / "workflows"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+OUTSIDE_ENV = ("REDIS_URL", "RAY_ADDRESS")  # an operator's cluster and cache: never the suite's
+CLEARED_ENV = {name: os.environ.pop(name) for name in OUTSIDE_ENV if name in os.environ}
+
+
+@pytest.fixture(scope="session")
+def cleared_env() -> dict[str, str]:
+    """What conftest took out of the environment at the start of the session."""
+    return dict(CLEARED_ENV)
 
 
 def pytest_collection_modifyitems(items):
@@ -28,8 +42,8 @@ def server(tmp_path_factory):
     config = TriptychConfig(
         profile="tiny",
         model_dir=tmp_path_factory.mktemp("models"),
-        http_port=free_port(),
-        grpc_port=free_port(),
+        cache=CacheOptions(redis_url=None),  # the application's own embedded Redis
+        workflows_dir=USER_WORKFLOWS,  # a user workflow beside the built-ins (test_serve_workflows)
         # Small limits so the overload test can fill them; every other test stays below.
         ingress=DeploymentOptions(num_cpus=0.1, max_ongoing_requests=4, max_queued_requests=4),
         vision_encoder=DeploymentOptions(num_cpus=0.2),
@@ -37,7 +51,8 @@ def server(tmp_path_factory):
         # A decoder engine that holds 3 requests (3 batched, none waiting), so 4 concurrent chats overfill it.
         decoder_batching=DecoderBatching(max_batch_size=3, max_tokens_per_step=64, max_waiting=0),
     )
-    with serving(config, quiet=True) as running:
+    ports = lambda http, grpc: config.model_copy(update={"http_port": http, "grpc_port": grpc})
+    with serving_on_free_ports(ports, quiet=True) as running:  # RAY_ADDRESS is cleared above: a private Ray
         yield running
 
 
@@ -48,7 +63,7 @@ def openai_client(server):
 
 @pytest.fixture(scope="session")
 def grpc_client(server):
-    with TriptychClient(server.grpc_target) as client:
+    with TriptychClient(server.grpc_target, retry=NO_RETRIES) as client:  # tests see every refusal
         yield client
 
 

@@ -147,6 +147,8 @@ def test_run_workflow_over_grpc_streams_steps_then_typed_outputs(grpc_client):
     assert states.index(("paint", "started")) < states.index(("paint", "finished"))
     assert [s.name for s in result.steps] == ["paint", "embed_images", "embed_prompt", "score", "pick"]
     search = list(grpc_client.run_workflow("image_search", _grpc_inputs(query=GREEN, images=[RED, GREEN])))
+    reimagined = list(grpc_client.run_workflow("describe_and_reimagine", _grpc_inputs(image=BLUE, seed=4)))[-1]
+    assert reimagined.result.outputs["caption"].text and reimagined.result.outputs["image"].image.startswith(PNG_MAGIC)
     assert search[-1].result.outputs["ranking"].list.items[0].int_value == 1
 
 
@@ -166,6 +168,7 @@ def test_bad_workflow_requests_over_grpc(grpc_client, name, inputs, code, detail
 def test_cli_runs_a_workflow_and_writes_its_image(server, tmp_path, capsys):
     (tmp_path / "red.png").write_bytes(RED)
     (tmp_path / "blue.png").write_bytes(BLUE)
+    (tmp_path / "best").mkdir()
     code = cli_main(["workflow", "image_search", "--target", server.grpc_target, "--input", "query=@" +
                      str(tmp_path / "blue.png"), "--input", f"images=@{tmp_path / 'red.png'},@{tmp_path / 'blue.png'}"])
     out = capsys.readouterr().out
@@ -174,6 +177,14 @@ def test_cli_runs_a_workflow_and_writes_its_image(server, tmp_path, capsys):
                      "--input", "seed=11", "--output-dir", str(tmp_path)])
     assert code == 0 and (tmp_path / "image.png").read_bytes().startswith(PNG_MAGIC)
     assert "seed: 11" in capsys.readouterr().out
+    code = cli_main(["workflow", "best_of_n", "--target", server.grpc_target, "--input", "prompt=a red circle",
+                     "--input", "n=2", "--input", "seed=20", "--output-dir", str(tmp_path / "best")])
+    out = capsys.readouterr().out
+    assert code == 0 and "seeds: [20, 21]" in out and (tmp_path / "best" / "image.png").is_file()
+    code = cli_main(["workflow", "describe_and_reimagine", "--target", server.grpc_target, "--input",
+                     f"image=@{tmp_path / 'red.png'}", "--output-dir", str(tmp_path / "best")])
+    out = capsys.readouterr().out
+    assert code == 0 and "caption: " in out and "[describe started" in out and "[paint finished" in out
     assert cli_main(["workflow", "best_of_n", "--target", server.grpc_target, "--input", "n=4"]) == 2
     assert "inputs.prompt" in capsys.readouterr().err
 

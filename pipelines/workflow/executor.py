@@ -138,7 +138,7 @@ class _Run:
                     values, cache_hit = output.values, output.cache_hit
                 else:
                     values, cache_hit = await self.fan_out(step, op, args, copies)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - re-raised below, with the step's name when asked
             if isinstance(exc, TimeoutError) and deadline.expired():
                 exc = DeadlineExceeded(f"step {step.name!r} ran past its timeout_s of {step.timeout_s} s")
             error = _named(step.name, exc) if self.step_names_in_errors else exc
