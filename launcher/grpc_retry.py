@@ -15,7 +15,11 @@ RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOUR
 
 
 def retryable_rpc_error(exc: BaseException) -> bool:
-    return isinstance(exc, grpc.RpcError) and exc.code() in RETRYABLE_CODES
+    """Refused for now (overload, no replica yet), not for good: a message over the server's size limit
+    is RESOURCE_EXHAUSTED too ("larger than max"), and would be refused again."""
+    if not isinstance(exc, grpc.RpcError) or exc.code() not in RETRYABLE_CODES:
+        return False
+    return "larger than max" not in (exc.details() or "")
 
 
 class _CancelledBeforeStart(grpc.RpcError):

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-OUTSIDE_ENV = ("REDIS_URL", "RAY_ADDRESS")  # an operator's cluster and cache: never the suite's
+OUTSIDE_ENV = ("REDIS_URL", "RAY_ADDRESS", "TRIPTYCH_API_KEYS")  # an operator's cluster, cache, keys: never the suite's
 CLEARED_ENV = {name: os.environ.pop(name) for name in OUTSIDE_ENV if name in os.environ}
 
 

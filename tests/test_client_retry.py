@@ -16,8 +16,8 @@ FAST = RetryPolicy(retries=3, base_delay_s=0.0)
 
 
 class ScriptedTriptych(pb_grpc.TriptychServicer):
-    """Each Chat call takes the next entry of `script`: a StatusCode to refuse with before any message,
-    "mid" to fail after one message, or "ok" to stream two messages."""
+    """Each Chat call takes the next entry of `script`: a StatusCode (or a (code, details) pair) to
+    refuse with before any message, "mid" to fail after one message, or "ok" to stream two messages."""
 
     def __init__(self):
         self.script: list = []
@@ -26,6 +26,8 @@ class ScriptedTriptych(pb_grpc.TriptychServicer):
     def Chat(self, request, context):
         self.calls += 1
         step = self.script.pop(0) if self.script else "ok"
+        if isinstance(step, tuple):  # (code, details)
+            context.abort(*step)
         if isinstance(step, grpc.StatusCode):
             context.abort(step, f"scripted {step.name}")
         yield pb.ChatResponse(delta="a")
@@ -72,6 +74,12 @@ def test_no_retry_after_the_first_message(scripted):
 def test_other_errors_are_not_retried(scripted):
     code = grpc.StatusCode.INVALID_ARGUMENT
     assert run(*scripted, [code]) == (None, code, 0, 0, 1)
+
+
+def test_a_message_over_the_size_limit_is_not_retried(scripted):
+    """RESOURCE_EXHAUSTED from the proxy's size check would be refused again: not a refusal for now."""
+    refused = (grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max (40000000 vs. 33554432)")
+    assert run(*scripted, [refused]) == (None, grpc.StatusCode.RESOURCE_EXHAUSTED, 0, 0, 1)
 
 
 def test_retries_can_be_turned_off(scripted):
