@@ -75,6 +75,9 @@ def test_run_dir_restores_state_and_drops_log_lines_after_the_checkpoint(tmp_pat
     torch.testing.assert_close(fresh.state_dict(), model.state_dict())
     assert sched2.get_last_lr() == sched.get_last_lr() and rng2.random() == expected_draw
     assert [r["step"] for r in again.records()] == [1]
+    weights_only = torch.nn.Linear(3, 2)
+    again.load_modules({"m": weights_only})  # --init-from: the weights without the optimizer
+    torch.testing.assert_close(weights_only.state_dict(), model.state_dict())
     with pytest.raises(ValueError, match="modules"):
         again.restore({"other": fresh}, opt2, sched2, rng2)
 
@@ -83,7 +86,8 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path):
     from toy import train_vlm
 
     common = ["--recipe", "curriculum", "--steps", "4", "--batch-size", "2", "--max-turns", "2",
-              "--eval-every", "2", "--val-items", "10", "--eval-items", "6", "--threads", "1"]  # fmt: skip
+              "--eval-every", "2", "--val-items", "10", "--eval-items", "6", "--threads", "1",
+              "--key-answer-loss", "1.0", "--relay-loss", "1.0"]  # fmt: skip
     train_vlm.main([*common, "--run-dir", str(tmp_path / "straight"), "--out", str(tmp_path / "a")])
     train_vlm.main([*common, "--run-dir", str(tmp_path / "split"), "--out", str(tmp_path / "b"), "--stop-at", "2"])
     assert not (tmp_path / "b").exists()
@@ -102,7 +106,27 @@ def test_training_curves_plot_from_run_logs(tmp_path):
     run = RunDir(tmp_path / "run")
     for step in (250, 500):
         run.log({"step": step, "val": {"all": step / 1000, "colour@2": 0.5, "count": 0.9}})
-    out = plot([run.path], tmp_path / "curves.png", "test")
+    out = plot([run.path], tmp_path / "curves.png", "test", reference={"all": 0.7, "colour@2": 0.5}, reference_label="ref")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no metrics"):
         plot([tmp_path / "empty"], tmp_path / "x.png", "test")
+
+
+def test_key_answer_loss_reads_the_answer_at_the_key_word():
+    from toy.lookup_supervision import key_answer_loss, key_lookups, relay_loss
+
+    ignore = -100
+    ids = torch.tensor([[5, 7, 9, 11, 4, 2]])  # key token 7 at position 1; the answer " 4 </s>" from position 4
+    labels = torch.tensor([[ignore, ignore, ignore, ignore, 4, 2]])
+    lookups = key_lookups(ids, labels, [[(torch.ones(64, dtype=torch.bool), 7)]], ignore)
+    assert lookups == [(0, 1, 3)] and key_lookups(ids, labels, [None], ignore) == []
+    readout = lambda h: h  # (N, 12) residual dims read as logits over a 12-token vocabulary
+    at_key, elsewhere = torch.zeros(1, 6, 12), torch.zeros(1, 6, 12)
+    at_key[0, 1, 4] = 10.0  # the key word's residual names the answer
+    elsewhere[0, 3, 4] = 10.0  # the answer-predicting position does, the key word does not
+    low = key_answer_loss(at_key, readout, ids, lookups)
+    high = key_answer_loss(elsewhere, readout, ids, lookups)
+    assert low < 0.01 and high > 2.0 and key_answer_loss(at_key, readout, ids, []) == 0
+    on_key, off_key = torch.zeros(1, 6, 6), torch.zeros(1, 6, 6)
+    on_key[0, 3, 1], off_key[0, 3, 3] = 1.0, 1.0  # the answer position looks at the key word / at itself
+    assert relay_loss(on_key, lookups) < 0.01 and relay_loss(off_key, lookups) > 5.0

@@ -136,3 +136,55 @@ def lookup_loss(
                     terms.append(-torch.log(attention[b, query, slots[mask]].sum() + 1e-6))
             previous_answer = t
     return torch.stack(terms).mean() if terms else attention.new_zeros(())
+
+
+class LayerInput:
+    """The residual stream entering one Llama decoder layer in the last forward, (B, T, D), with gradients."""
+
+    def __init__(self, layer: torch.nn.Module):
+        self.hidden: torch.Tensor | None = None
+        layer.register_forward_pre_hook(self._keep, with_kwargs=True)
+
+    def _keep(self, module, args: tuple, kwargs: dict) -> None:
+        self.hidden = args[0] if args else kwargs["hidden_states"]
+
+
+def key_lookups(
+    ids: torch.Tensor, labels: torch.Tensor, targets: list[list[tuple[torch.Tensor, int | None] | None] | None], ignore: int
+) -> list[tuple[int, int, int]]:
+    """(row, key word position, answer-predicting position) of every turn with a key token
+    (``targets`` as in ``lookup_loss``)."""
+    out = []
+    for b, turns in enumerate(targets):
+        if turns is None:
+            continue
+        previous_answer = -1
+        for t, target in zip(answer_positions(labels[b], ignore), turns):
+            if target is not None and target[1] is not None:
+                key = key_position(ids[b], t, target[1], previous_answer)
+                if key is not None:
+                    out.append((b, key, t))
+            previous_answer = t
+    return out
+
+
+def key_answer_loss(hidden: torch.Tensor, readout, ids: torch.Tensor, lookups: list[tuple[int, int, int]]) -> torch.Tensor:
+    """Mean CE of the answer's first token read out (``readout``: final norm + LM head) from the
+    residual stream at the question's key word: the key word must already hold the answer where a
+    later head copies it to the answer position (the lookup's value path, not only its attention).
+
+    hidden: (B, T, D) the residual entering some layer; ids: (B, T); ``lookups`` from ``key_lookups``.
+    """
+    if not lookups:
+        return hidden.new_zeros(())
+    rows = torch.stack([hidden[b, key] for b, key, _ in lookups])  # (N, D)
+    answers = torch.stack([ids[b, t + 1] for b, _, t in lookups])  # (N,)
+    return F.cross_entropy(readout(rows), answers)
+
+
+def relay_loss(attention: torch.Tensor, lookups: list[tuple[int, int, int]]) -> torch.Tensor:
+    """Mean ``-log`` attention of one head from each answer-predicting position to its key word
+    (which ``key_answer_loss`` makes hold the answer): the relay's second hop. attention: (B, T, T)."""
+    if not lookups:
+        return attention.new_zeros(())
+    return torch.stack([-torch.log(attention[b, t, key] + 1e-6) for b, key, t in lookups]).mean()

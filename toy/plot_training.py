@@ -1,16 +1,18 @@
 """Plot the toy VLM's accuracy vs training steps from runs' ``metrics.jsonl`` (``toy.run_state``).
 
     python -m toy.plot_training /tmp/toy-vlm-runs/curriculum /tmp/toy-vlm-runs/curriculum-deep \\
-        --out docs/toy-vlm-training.png
+        --out docs/toy-vlm-training.png [--reference shipped_val.json]
 
 One panel per question type (teacher-forced validation exact match; colour and shape split by
 object count, since one-object scenes need no lookup), one line per run, labelled with its CPU
-minutes; the curriculum's stages show as the ``max_objects`` steps of each run.
+minutes; ``--reference`` (a JSON of the same keys, e.g. the shipped model on the same items) as
+thin black lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from .run_state import RunDir
@@ -24,8 +26,12 @@ PANELS = (
 STYLES = ("-", "--", ":")  # one per series within a panel
 
 
-def plot(runs: list[Path], out: Path, title: str) -> Path:
-    """Write a PNG of every run's validation curves; return its path."""
+def plot(runs: list[Path], out: Path, title: str, reference: dict | None = None, reference_label: str = "") -> Path:
+    """Write a PNG of every run's validation curves; return its path.
+
+    ``reference``: accuracies by the same keys (e.g. the shipped model's on the same validation
+    items), drawn as thin black horizontal lines in each series' style.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,10 +51,14 @@ def plot(runs: list[Path], out: Path, title: str) -> Path:
                 values = [100 * rec["val"].get(key, float("nan")) for rec in records]
                 ax.plot(steps, values, style, color=colours[r % len(colours)],
                         label=f"{label}: {key}" if len(keys) > 1 else label)  # fmt: skip
-    for ax, (name, _) in zip(axes, PANELS):
+    for ax, (name, keys) in zip(axes, PANELS):
+        for key, style in zip(keys, STYLES):
+            if reference and key in reference:
+                ax.axhline(100 * reference[key], linestyle=style, color="black", linewidth=0.8,
+                           label=f"{reference_label}: {key}")  # fmt: skip
         ax.set_title(name)
         ax.set_xlabel("training step")
-        ax.axhline(90, color="grey", linewidth=0.6)
+        ax.axhline(90, color="grey", linewidth=0.6)  # the issue's target
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     for ax in grid[:, 0]:
@@ -66,8 +76,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("runs", type=Path, nargs="+", help="run directories (--run-dir of toy.train_vlm)")
     parser.add_argument("--out", type=Path, default=Path("docs/toy-vlm-training.png"))
     parser.add_argument("--title", default="toy VLM: validation accuracy vs training steps (teacher-forced)")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="JSON {key: accuracy} drawn as horizontal lines (e.g. the shipped model)")
+    parser.add_argument("--reference-label", default="shipped")
     args = parser.parse_args(argv)
-    print(plot(args.runs, args.out, args.title))
+    reference = json.loads(args.reference.read_text()) if args.reference else None
+    print(plot(args.runs, args.out, args.title, reference, args.reference_label))
 
 
 if __name__ == "__main__":

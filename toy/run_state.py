@@ -80,6 +80,12 @@ class RunDir:
         self.metrics.write_text("".join(json.dumps(r) + "\n" for r in kept))
         return state["step"]
 
+    def load_modules(self, modules: dict[str, torch.nn.Module]) -> None:
+        """Load only the weights of this directory's checkpoint (to start another run from them)."""
+        state = torch.load(self.checkpoint, weights_only=False)
+        for name, module in modules.items():
+            module.load_state_dict(state["modules"][name])
+
     def log(self, record: dict) -> None:
         """Append one record (it must carry ``step``), with the run's wall and CPU seconds so far."""
         wall, cpu = self.seconds()

@@ -46,11 +46,15 @@ from . import patch_labels, vlm_recipes, world
 from .clip import PREPROCESS_CFG, TOY_CLIP_DIR, pixels
 from .lookup_supervision import (
     HeadAttentionProbe,
+    LayerInput,
     answer_objects,
+    key_answer_loss,
+    key_lookups,
     key_token,
     key_word,
     lookup_loss,
     object_patches,
+    relay_loss,
 )
 from .run_state import RunDir
 from .train_clip import seed_everything
@@ -296,6 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="weight of the attention supervision of the LM's lookups (toy.lookup_supervision)")
     parser.add_argument("--lookup-at", choices=("key", "answer"), default="key",
                         help="supervise the first layer at the question's key word, or the last at the answer")
+    parser.add_argument("--key-answer-loss", type=float, default=0.0,
+                        help="weight of reading the answer from the key word's residual (lookup_supervision.key_answer_loss)")
+    parser.add_argument("--key-answer-layer", type=int, default=2, help="the layer whose input that residual is")
+    parser.add_argument("--relay-loss", type=float, default=0.0,
+                        help="weight of the answer position's attention on the key word (lookup_supervision.relay_loss)")
+    parser.add_argument("--relay-layer", type=int, default=2, help="the layer of the supervised relay head (head 0)")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="start from another run dir's checkpoint weights (fresh optimizer and schedule)")
     parser.add_argument("--word-loss", type=float, default=0.5,
                         help="weight of the projected-patch-names-its-object loss (WordAlignment)")
     parser.add_argument("--attention-loss", type=float, default=0.5,
@@ -341,6 +353,9 @@ def main(argv: list[str] | None = None) -> None:
     lm = LlamaForCausalLM(llama_config(len(tokenizer), args.hidden, args.layers, args.heads, args.rope_theta))
     lookup_layer = 0 if args.lookup_at == "key" else -1
     probe = HeadAttentionProbe(lm.model.layers[lookup_layer].self_attn, LOOKUP_HEAD)
+    key_residual = LayerInput(lm.model.layers[args.key_answer_layer])
+    relay = HeadAttentionProbe(lm.model.layers[args.relay_layer].self_attn, 0) if args.relay_loss else None
+    readout = lambda h: lm.lm_head(lm.model.norm(h))  # (N, D) -> (N, V), the LM's own output head
 
     if args.train_tower:
         visual.requires_grad_(True)
@@ -366,6 +381,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     rng = random.Random(args.seed)
     modules = {"visual": visual, "projector": projector, "lm": lm, "patch_head": head}
+    if args.init_from is not None and not args.resume:
+        RunDir(args.init_from).load_modules(modules)
     first = run.restore(modules, opt, sched, rng) if args.resume else 0
     (run.path / "args.json").write_text(json.dumps(vars(args), default=str, indent=2) + "\n")
     lm.train()
@@ -393,6 +410,12 @@ def main(argv: list[str] | None = None) -> None:
         lookup = torch.zeros(())
         if args.lookup_loss:
             lookup = lookup_loss(probe.weights(mask), ids, labels, lookups, image_token_id, IGNORE)
+        key_answer = relayed = torch.zeros(())
+        keys = key_lookups(ids, labels, lookups, IGNORE)  # (row, key word, answer position) per turn
+        if args.key_answer_loss:
+            key_answer = key_answer_loss(key_residual.hidden, readout, ids, keys)
+        if relay is not None:
+            relayed = relay_loss(relay.weights(mask), keys)
         targets = np.stack([patch_labels.patch_targets(s) for s in scenes])  # (B, 4, 64)
         word_loss = words.loss(projector(batch_feats), torch.from_numpy(targets), lm)
         patch_loss = attention_loss = torch.zeros(())
@@ -400,7 +423,8 @@ def main(argv: list[str] | None = None) -> None:
             patch_loss = head.loss(batch_feats, torch.from_numpy(targets))
             on_objects = torch.from_numpy(patch_labels.object_attention_target(targets))  # (B, 64)
             attention_loss = -(on_objects * batch_attention.clamp_min(1e-8).log()).sum(-1).mean()
-        loss = (answer_loss + args.lookup_loss * lookup + args.word_loss * word_loss
+        loss = (answer_loss + args.lookup_loss * lookup + args.key_answer_loss * key_answer
+                + args.relay_loss * relayed + args.word_loss * word_loss
                 + args.patch_loss * patch_loss + args.attention_loss * attention_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
