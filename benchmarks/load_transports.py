@@ -103,8 +103,8 @@ class HttpSender:
         record = Record(spec.index, spec.kind, "http", scheduled_s, repeated=spec.repeated)
         try:
             return {"chat": self._chat, "image": self._image}[spec.kind](spec, record)
-        except self._openai.APIStatusError as exc:
-            return _failed(record, str(exc.status_code), exc)
+        except self._openai.APIStatusError as exc:  # the body says who refused (Serve's proxy answers in text)
+            return _failed(record, str(exc.status_code), exc, exc.response.text)
         except self._openai.APITimeoutError as exc:
             return _failed(record, "timeout", exc)
         except self._openai.APIConnectionError as exc:
@@ -201,7 +201,8 @@ SENDERS: dict[str, Callable[..., HttpSender | GrpcSender]] = {  # (url or target
     "http": HttpSender, "grpc": GrpcSender}
 
 
-def _failed(record: Record, status: str, exc: Exception) -> Record:
-    record.status, record.error = status, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+def _failed(record: Record, status: str, exc: Exception, detail: str = "") -> Record:
+    message = detail or str(exc)
+    record.status, record.error = status, message.strip().splitlines()[0][:200] if message.strip() else type(exc).__name__
     record.e2e_s = time.perf_counter() - record.scheduled_s
     return record

@@ -3,23 +3,34 @@ that this module starts and stops, and `triptych serve --config ... [--address .
 and images to the official `openai` client and chat to a gRPC client; joining a cluster leaves it running.
 
 Every command runs in its own process; the copies of deploy/local.yaml differ only in their ports.
+Two faults are tried on the way (issue 13's chaos table): SIGTERM to `triptych serve` while two images
+are being denoised (both finish: the server drains before it stops), and a rolling update (`serve deploy`
+of a changed config) while chat traffic runs (no request lost; client retries counted).
 """
 
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import yaml
 from openai import OpenAI
 
+from benchmarks.load_transports import HttpSender
+from benchmarks.load_workload import WorkloadGenerator, WorkloadOptions
 from launcher.client import TriptychClient
+from launcher.retry import NO_RETRIES, RetryPolicy
+from tests.chaos_tools import LoadRun, wait_until
 from tests.serving import data_url
 from triptych.ports import free_port
+from triptych.v1 import triptych_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -60,7 +71,7 @@ def _wait_http(http_port: int, process: subprocess.Popen | None = None) -> None:
 def _exercise(http_port: int, grpc_port: int) -> None:
     """Chat (with an image) and text-to-image through `openai`, chat through gRPC."""
     client = OpenAI(base_url=f"http://127.0.0.1:{http_port}/v1", api_key="unused", max_retries=0, timeout=300)
-    chat_model, image_model = (m.id for m in client.models.list().data)
+    chat_model, image_model = [m.id for m in client.models.list().data][:2]  # then the embedding model
     reply = client.chat.completions.create(model=chat_model, max_tokens=8, messages=[{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": data_url(DEMO_IMAGE)}},
         {"type": "text", "text": "what colour is the square?"}]}])
@@ -117,13 +128,36 @@ def _triptych_serve(path: Path, *extra: str) -> subprocess.Popen:
     raise AssertionError(f"triptych serve exited ({process.wait()}) before serving")
 
 
-def test_triptych_serve_the_config_file_until_sigterm(tmp_path):
+def _paint(grpc_port: int, streaming: threading.Event) -> str:
+    """One long text-to-image stream; sets `streaming` at its first progress event. Returns "result" once
+    the image came, else the gRPC code that ended the stream."""
+    request = pb.GenerateImageRequest(prompt="a red circle", steps=100, seed=3)
+    with TriptychClient(f"127.0.0.1:{grpc_port}", timeout_s=300, retry=NO_RETRIES) as client:
+        try:
+            for event in client.generate_image(request):
+                streaming.set()
+                if event.HasField("result"):
+                    return "result"
+        except grpc.RpcError as exc:
+            return exc.code().name
+    return "ended without a result"
+
+
+def test_triptych_serve_the_config_file_until_sigterm_finishing_what_is_in_flight(tmp_path):
     path, http_port, grpc_port = _config_copy(tmp_path)
     process = _triptych_serve(path)
     try:
         _exercise(http_port, grpc_port)
+        with ThreadPoolExecutor(2) as pool:
+            streaming = [threading.Event(), threading.Event()]
+            painting = [pool.submit(_paint, grpc_port, event) for event in streaming]
+            assert all(event.wait(READY_S) for event in streaming)
+            output = _stop(process, signal.SIGTERM)  # both images are still being denoised
+            outcomes = [future.result() for future in painting]
     finally:
-        output = _stop(process, signal.SIGTERM)
+        if process.poll() is None:
+            output = _stop(process, signal.SIGTERM)
+    assert outcomes == ["result", "result"], output  # none cut: the server drained before stopping
     assert process.returncode == 0 and "Triptych stopped." in output, output
     assert _not_serving(http_port)
 
@@ -190,5 +224,37 @@ def test_serve_deploy_onto_the_running_cluster(head):
             time.sleep(1)
         _exercise(http_port, grpc_port)
         assert _decoder_max_ongoing(dashboard) == OVERRIDE["max_ongoing_requests"]  # over the file's 24
+        _rolling_update_under_load(path, http_port, dashboard)
     finally:
         _cli("serve", "shutdown", "-y", "-a", dashboard)
+
+
+def _rolling_update_under_load(path: Path, http_port: int, dashboard: str) -> None:
+    """`serve deploy` of a changed config (new chat defaults: every deployment's arguments change, so Serve
+    replaces every replica) while two users chat with client retries: no request is lost."""
+    raw = yaml.safe_load(path.read_text())
+    raw["applications"][0]["args"]["chat"] = {"max_tokens": 48}
+    raw["applications"][0]["deployments"] = [{**OVERRIDE, "max_ongoing_requests": 12}]
+    changed = path.with_name(f"changed-{path.name}")
+    changed.write_text(yaml.safe_dump(raw))
+    generator = WorkloadGenerator(WorkloadOptions(mix={"chat": 1.0}, repeat_fraction=1.0, pool_size=1, max_tokens=8))
+    sender = HttpSender(f"http://127.0.0.1:{http_port}", 300, retry=RetryPolicy())
+    with LoadRun(generator.take(400), sender.send, users=2) as load:
+        load.wait_done(4, "chats before the update")
+        deployed = _cli("serve", "deploy", str(changed), "-a", dashboard)
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        wait_until(lambda: _app_status(dashboard) == "RUNNING" and _decoder_max_ongoing(dashboard) == 12,
+                   "the changed config RUNNING", deadline_s=READY_S, poll_s=1)
+        load.wait_done(load.count + 4, "chats after the update")
+    records = load.finish()
+    sender.close()
+    assert all(r.ok for r in records), sorted({(r.status, r.error) for r in records if not r.ok})
+    print(f"\n[chaos] rolling update under load: sent={len(records)}, ok={len(records)}, failed=0, "
+          f"retried={sum(r.retries > 0 for r in records)}", flush=True)
+
+
+def _app_status(dashboard: str) -> str | None:
+    """The application's status; None while it has none (the new config's builder still running)."""
+    details = httpx.get(f"{dashboard}/api/serve/applications/", timeout=30).json()
+    app = (details.get("applications") or {}).get("triptych") or {}
+    return app.get("status") if "LLMDecoder" in (app.get("deployments") or {}) else None

@@ -37,6 +37,9 @@ class DeploymentOptions(_Frozen):
     look_back_period_s: float | None = Field(None, gt=0)
     upscale_delay_s: float | None = Field(None, ge=0)
     downscale_delay_s: float | None = Field(None, ge=0)
+    # How long a replica being replaced (rolling update, scale-down, shutdown) may finish what it holds
+    # before Serve kills it; None keeps Serve's 20 s.
+    graceful_shutdown_timeout_s: float | None = Field(None, ge=0)
 
     @field_validator("max_replicas")
     @classmethod
@@ -66,6 +69,8 @@ class DeploymentOptions(_Frozen):
             "max_ongoing_requests": self.max_ongoing_requests,
             "max_queued_requests": self.max_queued_requests,
         }
+        if self.graceful_shutdown_timeout_s is not None:
+            options["graceful_shutdown_timeout_s"] = self.graceful_shutdown_timeout_s
         if self.max_replicas > max(self.min_replicas, 1):
             knobs = ("metrics_interval_s", "look_back_period_s", "upscale_delay_s", "downscale_delay_s")
             options["autoscaling_config"] = {
@@ -201,7 +206,10 @@ class TriptychConfig(_Frozen):
     )
     workflow_timeout_s: float | None = Field(None, gt=0)  # one workflow run; None: request_timeout_s applies
     # Room for every chat and image the stages hold (deployments.admission refuses the rest at once) and more.
-    ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.1, max_ongoing_requests=128, max_queued_requests=64)
+    # A replaced ingress replica waits up to 60 s for its requests, which may wait for a stage being replaced
+    # too (a rolling update replaces every deployment; Serve's 20 s killed two chats mid-update: HTTP 500).
+    ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.1, max_ongoing_requests=128, max_queued_requests=64,
+                                                   graceful_shutdown_timeout_s=60)
     vision_encoder: DeploymentOptions = DeploymentOptions(max_replicas=2)
     # max_ongoing_requests = decoder_batching.max_batch_size + max_waiting: Serve hands the engine
     # what it can batch or queue; beyond that Serve's own queue and then 503. The queue is at least as big, so
