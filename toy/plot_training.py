@@ -26,11 +26,19 @@ PANELS = (
 STYLES = ("-", "--", ":")  # one per series within a panel
 
 
-def plot(runs: list[Path], out: Path, title: str, reference: dict | None = None, reference_label: str = "") -> Path:
+def plot(
+    runs: list[Path],
+    out: Path,
+    title: str,
+    reference: dict | None = None,
+    reference_label: str = "",
+    offsets: list[int] | None = None,
+) -> Path:
     """Write a PNG of every run's validation curves; return its path.
 
     ``reference``: accuracies by the same keys (e.g. the shipped model's on the same validation
-    items), drawn as thin black horizontal lines in each series' style.
+    items), drawn as thin black horizontal lines in each series' style. ``offsets[i]``: the step run
+    ``i`` started from (a run initialised from another one's weights continues its curve).
     """
     import matplotlib
 
@@ -44,7 +52,8 @@ def plot(runs: list[Path], out: Path, title: str, reference: dict | None = None,
         records = RunDir(path).records()
         if not records:
             raise ValueError(f"{path}: no metrics.jsonl records")
-        steps = [rec["step"] for rec in records]
+        offset = offsets[r] if offsets else 0
+        steps = [offset + rec["step"] for rec in records]
         label = f"{path.name} ({records[-1]['cpu_s'] / 60:.0f} CPU min)"
         for ax, (name, keys) in zip(axes, PANELS):
             for key, style in zip(keys, STYLES):
@@ -60,7 +69,7 @@ def plot(runs: list[Path], out: Path, title: str, reference: dict | None = None,
         ax.set_xlabel("training step")
         ax.axhline(90, color="grey", linewidth=0.6)  # the issue's target
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=6, loc="best", framealpha=0.6)
     for ax in grid[:, 0]:
         ax.set_ylabel("validation exact match (%)")
     fig.suptitle(title)
@@ -79,9 +88,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reference", type=Path, default=None,
                         help="JSON {key: accuracy} drawn as horizontal lines (e.g. the shipped model)")
     parser.add_argument("--reference-label", default="shipped")
+    parser.add_argument("--offsets", default="", help="comma-separated start step per run (fine-tunes continue a curve)")
     args = parser.parse_args(argv)
     reference = json.loads(args.reference.read_text()) if args.reference else None
-    print(plot(args.runs, args.out, args.title, reference, args.reference_label))
+    offsets = [int(o) for o in args.offsets.split(",")] if args.offsets else None
+    if offsets is not None and len(offsets) != len(args.runs):
+        parser.error(f"--offsets: {len(offsets)} values for {len(args.runs)} runs")
+    print(plot(args.runs, args.out, args.title, reference, args.reference_label, offsets))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import argparse
 import json
 import random
 import shutil
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -336,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
 
     recipe, args = parse_args(argv)
     stages = vlm_recipes.parse_curriculum(args.curriculum)
-    run = RunDir(args.run_dir or Path(tempfile.gettempdir()) / "toy-vlm-runs" / recipe)
+    run = RunDir(args.run_dir or vlm_recipes.RUNS / recipe)
     if not args.resume:
         run.clear()  # a fresh run replaces the directory's checkpoint and log
 

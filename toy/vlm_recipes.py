@@ -12,6 +12,14 @@ flag given on the command line still wins), so every run that was measured is on
   16): wider heads give the rotary attention more slowly turning dimensions to match a question
   word against visual tokens by content.
 
+- ``curriculum-key-answer``: 1,500 more steps from ``curriculum``'s weights (``--init-from``) with
+  ``--key-answer-loss``: the residual at the question's key word must name the answer through the
+  LM's own head (the lookup's value path; its attention was already right).
+- ``curriculum-relay``: 1,000 more steps from those with ``--relay-loss`` as well: a layer-2 head
+  at the answer position is told to look at the key word (the hop that copies the answer out).
+  The three commands ``--recipe curriculum``, ``--recipe curriculum-key-answer``,
+  ``--recipe curriculum-relay`` reproduce the shipped weights.
+
 The training scenes are the world's own (``world.sample_scene`` with a chosen object count); the
 held-out set, its question balance and the oracle are untouched by any recipe.
 """
@@ -19,16 +27,24 @@ held-out set, its question balance and the oracle are untouched by any recipe.
 from __future__ import annotations
 
 import random
+import tempfile
+from pathlib import Path
 
 from . import world
 
 _CURRICULUM = {"curriculum": "1:0.08,2:0.3", "max_turns": 6, "distinct_turns": True, "image_first_fraction": 0.75,
                "eval_every": 250}  # fmt: skip
 
+RUNS = Path(tempfile.gettempdir()) / "toy-vlm-runs"  # default --run-dir parent: RUNS / <recipe>
+_FINE_TUNE = {**_CURRICULUM, "curriculum": "", "lr": 1e-3, "warmup_fraction": 0.02, "eval_every": 125}
+
 RECIPES: dict[str, dict] = {
     "shipped": {},
     "curriculum": {**_CURRICULUM, "steps": 7000},
     "curriculum-deep": {**_CURRICULUM, "steps": 5000, "layers": 6, "heads": 4},
+    "curriculum-key-answer": {**_FINE_TUNE, "steps": 1500, "key_answer_loss": 1.0, "init_from": RUNS / "curriculum"},
+    "curriculum-relay": {**_FINE_TUNE, "steps": 1000, "key_answer_loss": 1.0, "relay_loss": 1.0,
+                         "init_from": RUNS / "curriculum-key-answer"},
 }
 
 
