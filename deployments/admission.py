@@ -8,12 +8,15 @@ JSON, for its image to be encoded and for the ingress slots ahead of it; under a
 count of chats and images in flight in this ingress replica is checked first, in constant time, and the
 request's deadline (`deployments.deadline`) starts.
 
-The room per kind is what the stage behind it holds at its smallest, so an admitted request is not
-refused downstream for lack of room even before the stage scales up: chats, the LLM decoder's minimum
+The room per kind is what the stage behind it holds fully scaled: chats, the LLM decoder's maximum
 replicas x its ``max_ongoing_requests``; images, the Denoiser's; shared between the ingress's minimum
-replicas. It is capped by the stage's own Serve queue (``max_queued_requests``, unless -1): Serve's
-router counts every request it has not yet handed to a replica as queued, so requests that arrive
-together pass through that queue, and a queue smaller than the room would refuse some of them. The
+replicas. Not the minimum replicas: the load past what the running replicas hold must reach the stage's
+Serve queue, where the autoscaler sees it and adds replicas (with the minimum, the edge refused it and
+the stage never scaled: tests/test_autoscaling.py). It is capped by the stage's own Serve queue
+(``max_queued_requests``, unless -1), so an admitted request is not refused downstream for lack of room
+even before the stage scales up: Serve's router counts every request it has not yet handed to a replica
+as queued, so requests that arrive together pass through that queue, and a queue smaller than the room
+would refuse some of them. The
 ingress's own Serve limits must exceed the sum (``max_ongoing_requests``, and its ``max_queued_requests``
 for the same reason), or Serve refuses or queues requests before this check sees them (the default
 ingress takes 128; set ``max_queued_requests: -1`` to leave every refusal to this check).
@@ -40,7 +43,7 @@ def admission_capacity(config: TriptychConfig) -> dict[str, int]:
     """Requests of each kind one ingress replica admits at once."""
     rooms = {}
     for kind, stage in (("chat", config.llm_decoder), ("image", config.denoiser)):
-        held = max(stage.min_replicas, 1) * stage.max_ongoing_requests
+        held = stage.max_replicas * stage.max_ongoing_requests  # fully scaled (see the module docstring)
         room = held if stage.max_queued_requests < 0 else min(held, stage.max_queued_requests)
         rooms[kind] = math.ceil(room / max(config.ingress.min_replicas, 1))
     return rooms
