@@ -2,7 +2,7 @@
 models): it answers four questions (the first one twice, the second time from the embedding cache, with
 the same answer), generates an image the oracle accepts, saves it and exits 0.
 
-The toy VLM answers about 60% of such questions right (README), so the test keeps a margin: at least
+The toy VLM answers about 69% of held-out questions right (README), so the test keeps a margin: at least
 half of the four answers right, not all of them (a retrained checkpoint may miss one it got before)."""
 
 import os
