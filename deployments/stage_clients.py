@@ -119,10 +119,10 @@ class ServeEmbedderStage:
         return await self._info.get()
 
     async def embed_texts(self, texts: Sequence[str], fields: Sequence[str]) -> Embeddings:
-        return await self._handle.embed_texts.remote(list(texts), list(fields))
+        return await _answer(self._handle.embed_texts.remote(list(texts), list(fields)), "embedder")
 
     async def embed_images(self, images: Sequence[bytes], fields: Sequence[str]) -> Embeddings:
-        return await self._handle.embed_images.remote(list(images), list(fields))
+        return await _answer(self._handle.embed_images.remote(list(images), list(fields)), "embedder")
 
 
 class ServeDenoiserStage:
