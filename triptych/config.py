@@ -206,10 +206,12 @@ class TriptychConfig(_Frozen):
     )
     workflow_timeout_s: float | None = Field(None, gt=0)  # one workflow run; None: request_timeout_s applies
     # Room for every chat and image the stages hold (deployments.admission refuses the rest at once) and more.
-    # A replaced ingress replica waits up to 60 s for its requests, which may wait for a stage being replaced
-    # too (a rolling update replaces every deployment; Serve's 20 s killed two chats mid-update: HTTP 500).
+    # A replaced ingress replica waits up to 120 s for its requests, which may wait for a stage being replaced
+    # too: Serve's rolling update stops a one-replica stage's old replica before the new one is up, and the
+    # new one took 63 s to start on a loaded 2-core box (Serve's 20 s, then 60 s, killed chats: HTTP 500).
+    # Two replicas per stage avoid the gap (one is replaced at a time).
     ingress: DeploymentOptions = DeploymentOptions(num_cpus=0.1, max_ongoing_requests=128, max_queued_requests=64,
-                                                   graceful_shutdown_timeout_s=60)
+                                                   graceful_shutdown_timeout_s=120)
     vision_encoder: DeploymentOptions = DeploymentOptions(max_replicas=2)
     # max_ongoing_requests = decoder_batching.max_batch_size + max_waiting: Serve hands the engine
     # what it can batch or queue; beyond that Serve's own queue and then 503. The queue is at least as big, so
