@@ -1,4 +1,4 @@
-"""Disaggregation benchmark: ``python -m benchmarks.disaggregation [--profile toy] [--rates 1,2,4] ...``.
+"""Disaggregation benchmark: ``python -m benchmarks.disaggregation [--profile toy] [--rates 4,8,12] ...``.
 
 The same mixed load, chat streams while text-to-image requests run beside them, from the load
 generator (open-loop Poisson arrivals, ``benchmarks.load_drivers``; the ``openai`` client over HTTP,
@@ -54,19 +54,19 @@ IDLE_CPUS = 0.01  # each deployment this load never calls (the embedder) and the
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.disaggregation", description=__doc__.split("\n\n")[1])
     load = parser.add_argument_group("load (the same for both designs)")
-    load.add_argument("--rates", type=_number_list(float, "> 0", lambda v: v > 0), default=[1.0, 2.0, 4.0],
-                      help="Poisson arrival rates, requests/s, one level each (1,2,4)")
-    load.add_argument("--requests", type=_positive(int), default=80, help="per level, design and round (80)")
-    load.add_argument("--seconds", type=_positive(float), default=40.0,
-                      help="no request starts later than this into a level (40)")
-    load.add_argument("--rounds", type=_positive(int), default=1, help="rounds of both designs (1)")
+    load.add_argument("--rates", type=_number_list(float, "> 0", lambda v: v > 0), default=[4.0, 8.0, 12.0],
+                      help="Poisson arrival rates, requests/s, one level each (4,8,12)")
+    load.add_argument("--requests", type=_positive(int), default=100, help="per level, design and round (100)")
+    load.add_argument("--seconds", type=_positive(float), default=25.0,
+                      help="no request starts later than this into a level (25)")
+    load.add_argument("--rounds", type=_positive(int), default=2, help="rounds of both designs (2)")
     load.add_argument("--mix", type=_chat_and_image_mix, default="chat=0.75,image=0.25",
                       help="kind=weight,... of chat and image")
     load.add_argument("--repeat-fraction", type=_fraction, default=0.5, help="chats reusing a pooled image (0.5)")
     load.add_argument("--pool-size", type=_positive(int), default=4, help="distinct pooled images (4)")
     load.add_argument("--max-tokens", type=_positive(int), default=32, help="chat tokens per request (32)")
-    load.add_argument("--image-steps", type=_positive(int), default=8, help="text-to-image steps (8)")
-    load.add_argument("--image-size", type=_positive(int), default=64, help="text-to-image width=height (64)")
+    load.add_argument("--image-steps", type=_positive(int), default=16, help="text-to-image steps (16)")
+    load.add_argument("--image-size", type=_positive(int), default=128, help="text-to-image width=height (128)")
     load.add_argument("--timeout-s", type=_positive(float), default=120.0, help="per request (120)")
     load.add_argument("--seed", type=int, default=0, help="arrivals, kinds and pooled images (0)")
     slo = parser.add_argument_group("SLO (goodput counts requests within all of these)")

@@ -21,6 +21,7 @@ The module starts its own Ray (marked ``own_ray``: conftest runs it before any m
 session ``server`` fixture), or runs in a pytest process of its own.
 """
 
+import shutil
 import threading
 import time
 import urllib.request
@@ -70,6 +71,8 @@ class LocalCluster:
         self.dashboard = f"http://127.0.0.1:{dashboard_port}"
         self.metrics_ports: list[int] = []
         self._cluster = Cluster()
+        self.temp_dir = temp_dir
+        self.server = None  # the RunningServer, once Triptych is deployed
         self.head = self.add({"cpu_node": 1, "denoiser_node": 1}, include_dashboard=True, dashboard_host="127.0.0.1",
                              dashboard_port=dashboard_port, temp_dir=str(temp_dir),
                              _system_config={"metrics_report_interval_ms": 1000})  # metrics every second
@@ -78,8 +81,9 @@ class LocalCluster:
     def add(self, resources: dict[str, float], **head_options):
         port = free_port()
         self.metrics_ports.append(port)
-        return self._cluster.add_node(num_cpus=1, resources=resources, metrics_export_port=port, dashboard_agent_listen_port=free_port(),
-                                      runtime_env_agent_port=free_port(), **head_options)
+        return self._cluster.add_node(num_cpus=1, resources=resources, metrics_export_port=port,
+                                      dashboard_agent_listen_port=free_port(), runtime_env_agent_port=free_port(),
+                                      **head_options)
 
     def remove(self, node) -> None:
         self._cluster.remove_node(node)
@@ -90,6 +94,7 @@ class LocalCluster:
 
     def shutdown(self) -> None:
         self._cluster.shutdown()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
 def _serve_config(http_port: int, model_dir: Path, redis_url: str):
@@ -116,16 +121,15 @@ def _serve_config(http_port: int, model_dir: Path, redis_url: str):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     require_own_ray("test_multinode")
-    redis = EmbeddedRedis(maxmemory_mb=64).start()
-    local = LocalCluster(Path(f"/tmp/rt-mn-{free_port()}"))  # short: Ray's socket paths have a length limit
-    try:
-        schema, configs = _serve_config(free_port(), tmp_path_factory.mktemp("models"), redis.url)
-        with serving(serve_config=schema, app_configs=configs, address=local.address, quiet=True) as running:
-            local.server = running
-            yield local
-    finally:
-        local.shutdown()
-        redis.stop()
+    with EmbeddedRedis(maxmemory_mb=64) as redis:
+        local = LocalCluster(Path(f"/tmp/rt-mn-{free_port()}"))  # short: Ray's socket paths have a length limit
+        try:
+            schema, configs = _serve_config(free_port(), tmp_path_factory.mktemp("models"), redis.url)
+            with serving(serve_config=schema, app_configs=configs, address=local.address, quiet=True) as running:
+                local.server = running
+                yield local
+        finally:
+            local.shutdown()
 
 
 def _replicas(dashboard: str) -> dict[str, list[tuple[str, str]]]:
